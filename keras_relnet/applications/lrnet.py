@@ -1,0 +1,268 @@
+"""LR-Net: ResNet bottlenecks whose every spatial convolution is a local relation.
+
+Hu et al., "Local Relation Networks for Image Recognition", ICCV 2019. The
+stem is a 1x1 convolution followed by a 7x7 local relation layer with stride 2
+(no spatial convolution anywhere: "convolution free"); each bottleneck is
+1x1 conv -> k x k `LocalRelation2D` -> 1x1 conv, with BN + ReLU after each and
+a projection shortcut where the shape changes.
+"""
+
+import math
+import os
+
+import keras
+
+from keras_relnet.applications.inputs import application_inputs
+from keras_relnet.layers.local_relation import LocalRelation2D
+from keras_relnet.ops import checks
+
+STAGE_DEPTHS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+STAGE_WIDTHS = (100, 200, 400, 800)
+STAGE_OUTPUTS = (256, 512, 1024, 2048)
+STEM_WIDTH = 64
+
+_BN = dict(axis=-1, momentum=0.9, epsilon=1e-5)
+
+
+def LRNet(
+    stage_depths,
+    stage_widths=STAGE_WIDTHS,
+    stage_outputs=STAGE_OUTPUTS,
+    stem_width=STEM_WIDTH,
+    kernel_size=7,
+    channels_per_group=8,
+    width_multiplier=1.0,
+    zero_init_residual=True,
+    relation_options=None,
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    name="lrnet",
+):
+    """Builds any LR-Net variant; `LRNet26/50/101` are one call of this.
+
+    Args:
+        stage_depths: bottleneck blocks in each of the four stages.
+        stage_widths: width of the local relation layer in each stage; rounded
+            up to a multiple of `channels_per_group`.
+        stage_outputs: output channels of each stage's blocks.
+        stem_width: channels of the stem.
+        kernel_size: window of every local relation layer.
+        channels_per_group: m of every local relation layer.
+        width_multiplier: scales every width (e.g. 0.25 for small inputs).
+        zero_init_residual: start the last BN of each block at gamma = 0, so
+            every block begins as the identity.
+        relation_options: extra `LocalRelation2D` arguments for every relation
+            layer (e.g. `{"implementation": "xla"}`).
+        include_top: whether to end with the pooled `classes`-way classifier.
+        weights: None (random initialisation) or the path to a weights file
+            saved by `model.save_weights` (nothing is ever downloaded).
+        input_tensor: optional Keras tensor to use as the model input.
+        input_shape: `(height, width, channels)`; defaults to (224, 224, 3)
+            with the top and (None, None, 3) without it.
+        pooling: without the top, None (4D features), "avg" or "max".
+        classes: number of classes of the top.
+        classifier_activation: activation of the top layer (None for logits).
+        name: model name.
+
+    Returns:
+        A `keras.Model`.
+
+    Example:
+    >>> model = LRNet((1, 1, 1, 1), width_multiplier=0.25, input_shape=(32, 32, 3),
+    ...               classes=10)
+    >>> model.output_shape
+    (None, 10)
+    """
+    depths = tuple(checks.check_positive_int("stage_depths", d) for d in stage_depths)
+    if len(depths) != len(stage_widths) or len(depths) != len(stage_outputs):
+        raise ValueError(
+            "`stage_depths`, `stage_widths` and `stage_outputs` must have the same "
+            f"length; received {len(depths)}, {len(stage_widths)} and "
+            f"{len(stage_outputs)}."
+        )
+    if not width_multiplier > 0:
+        raise ValueError(
+            f"`width_multiplier` must be positive; received {width_multiplier!r}."
+        )
+    m = checks.check_positive_int("channels_per_group", channels_per_group)
+    relation = dict(relation_options or {}, kernel_size=kernel_size,
+                    channels_per_group=m)
+    weights = _checked_weights(weights)
+    if not include_top and pooling not in (None, "avg", "max"):
+        raise ValueError(
+            f"`pooling` must be None, 'avg' or 'max'; received {pooling!r}."
+        )
+    inputs, image = application_inputs(
+        input_tensor, input_shape, include_top, name="input_layer"
+    )
+
+    grouped = lambda width: m * max(1, math.ceil(width * width_multiplier / m))
+    x = keras.layers.Conv2D(
+        grouped(stem_width), 1, use_bias=False, name="stem_conv"
+    )(image)
+    x = keras.layers.BatchNormalization(**_BN, name="stem_conv_bn")(x)
+    x = keras.layers.ReLU(name="stem_conv_relu")(x)
+    x = LocalRelation2D(strides=2, name="stem_relation", **relation)(x)
+    x = keras.layers.BatchNormalization(**_BN, name="stem_relation_bn")(x)
+    x = keras.layers.ReLU(name="stem_relation_relu")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+
+    for stage, (depth, width, outputs) in enumerate(
+        zip(depths, stage_widths, stage_outputs)
+    ):
+        for block in range(depth):
+            x = _bottleneck(
+                x,
+                width=grouped(width),
+                outputs=max(1, round(outputs * width_multiplier)),
+                strides=2 if stage > 0 and block == 0 else 1,
+                relation=relation,
+                zero_init_residual=zero_init_residual,
+                name=f"stage{stage + 2}_block{block + 1}",
+            )
+
+    x = _head(x, include_top, pooling, classes, classifier_activation)
+    model = keras.Model(inputs, x, name=name)
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+def LRNet26(include_top=True, weights=None, input_tensor=None, input_shape=None,
+            pooling=None, classes=1000, classifier_activation="softmax",
+            name="lrnet26", **kwargs):
+    """LR-Net-26 (14.7M parameters, 2.6G multiply-adds at 224 x 224).
+
+    Args: as `keras.applications.ResNet50`, plus any `LRNet` argument in
+    `kwargs` (e.g. `width_multiplier`).
+
+    Returns:
+        A `keras.Model`.
+
+    Example:
+    >>> model = LRNet26(weights=None, classes=10, input_shape=(32, 32, 1),
+    ...                 width_multiplier=0.25)
+    """
+    return LRNet(STAGE_DEPTHS[26], include_top=include_top, weights=weights,
+                 input_tensor=input_tensor, input_shape=input_shape,
+                 pooling=pooling, classes=classes,
+                 classifier_activation=classifier_activation, name=name, **kwargs)
+
+
+def LRNet50(include_top=True, weights=None, input_tensor=None, input_shape=None,
+            pooling=None, classes=1000, classifier_activation="softmax",
+            name="lrnet50", **kwargs):
+    """LR-Net-50 (23.3M parameters, 4.3G multiply-adds at 224 x 224).
+
+    Args: as `keras.applications.ResNet50`, plus any `LRNet` argument in
+    `kwargs`.
+
+    Returns:
+        A `keras.Model`.
+
+    Example:
+    >>> model = LRNet50(include_top=False, pooling="avg")
+    """
+    return LRNet(STAGE_DEPTHS[50], include_top=include_top, weights=weights,
+                 input_tensor=input_tensor, input_shape=input_shape,
+                 pooling=pooling, classes=classes,
+                 classifier_activation=classifier_activation, name=name, **kwargs)
+
+
+def LRNet101(include_top=True, weights=None, input_tensor=None, input_shape=None,
+             pooling=None, classes=1000, classifier_activation="softmax",
+             name="lrnet101", **kwargs):
+    """LR-Net-101: LR-Net-50 with 23 blocks in stage 4.
+
+    Args: as `keras.applications.ResNet50`, plus any `LRNet` argument in
+    `kwargs`.
+
+    Returns:
+        A `keras.Model`.
+
+    Example:
+    >>> model = LRNet101(include_top=False)
+    """
+    return LRNet(STAGE_DEPTHS[101], include_top=include_top, weights=weights,
+                 input_tensor=input_tensor, input_shape=input_shape,
+                 pooling=pooling, classes=classes,
+                 classifier_activation=classifier_activation, name=name, **kwargs)
+
+
+def preprocess_input(x, data_format=None):
+    """Scales RGB images in [0, 255] to ImageNet-normalised inputs ("torch" mode).
+
+    Args:
+        x: images, float array or tensor, RGB in [0, 255].
+        data_format: Keras image data format (default: the global one).
+
+    Returns:
+        `(x / 255 - mean) / std` with the ImageNet mean and std.
+
+    Example:
+    >>> preprocess_input(np.full((1, 2, 2, 3), 255.0)).max() < 3
+    True
+    """
+    return keras.applications.imagenet_utils.preprocess_input(
+        x, data_format=data_format, mode="torch"
+    )
+
+
+def _checked_weights(weights):
+    if weights is None:
+        return None
+    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+        return os.fspath(weights)
+    raise ValueError(
+        "`weights` must be None (random initialisation) or the path to an "
+        f"existing weights file; received {weights!r}. keras-relnet downloads "
+        "nothing: pass a file saved with `model.save_weights`."
+    )
+
+
+def _bottleneck(x, width, outputs, strides, relation, zero_init_residual, name):
+    shortcut = x
+    if strides != 1 or x.shape[-1] != outputs:
+        shortcut = keras.layers.Conv2D(
+            outputs, 1, strides=strides, use_bias=False, name=f"{name}_0_conv"
+        )(x)
+        shortcut = keras.layers.BatchNormalization(**_BN, name=f"{name}_0_bn")(
+            shortcut
+        )
+    x = keras.layers.Conv2D(width, 1, use_bias=False, name=f"{name}_1_conv")(x)
+    x = keras.layers.BatchNormalization(**_BN, name=f"{name}_1_bn")(x)
+    x = keras.layers.ReLU(name=f"{name}_1_relu")(x)
+    x = LocalRelation2D(strides=strides, name=f"{name}_2_relation", **relation)(x)
+    x = keras.layers.BatchNormalization(**_BN, name=f"{name}_2_bn")(x)
+    x = keras.layers.ReLU(name=f"{name}_2_relu")(x)
+    x = keras.layers.Conv2D(outputs, 1, use_bias=False, name=f"{name}_3_conv")(x)
+    x = keras.layers.BatchNormalization(
+        **_BN,
+        gamma_initializer="zeros" if zero_init_residual else "ones",
+        name=f"{name}_3_bn",
+    )(x)
+    x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
+    return keras.layers.ReLU(name=f"{name}_out")(x)
+
+
+def _head(x, include_top, pooling, classes, classifier_activation):
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        # Mixed precision: the classifier and its softmax run in float32.
+        policy = keras.mixed_precision.global_policy().name
+        return keras.layers.Dense(
+            classes,
+            activation=classifier_activation,
+            dtype="float32" if policy.startswith("mixed") else None,
+            name="predictions",
+        )(x)
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return x

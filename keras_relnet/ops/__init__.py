@@ -1,0 +1,15 @@
+"""Tensor-level math of keras-relnet: one file per relation family."""
+
+from keras_relnet.ops.local_relation import (
+    COMPOSABILITIES,
+    IMPLEMENTATIONS,
+    compose,
+    explain,
+    geometry_prior,
+    local_relation,
+    local_relation_2d,
+    local_relation_flops,
+    output_size,
+    resolve_implementation,
+    window_offsets,
+)

@@ -1,0 +1,108 @@
+"""Argument checks shared by the ops and the layers.
+
+Each check raises a `ValueError` that names the argument, what was expected
+and what was received, so a user never has to read a stack trace from deep
+inside TensorFlow to learn what was wrong.
+"""
+
+import numbers
+
+
+def check_choice(name, value, choices):
+    """Checks that `value` is one of `choices`.
+
+    Args:
+        name: argument name used in the error message.
+        value: the received value.
+        choices: the allowed values.
+
+    Returns:
+        `value`, unchanged.
+
+    Example:
+    >>> check_choice("composability", "dot", ("dot", "squared_difference"))
+    'dot'
+    """
+    if value not in choices:
+        raise ValueError(
+            f"`{name}` must be one of {list(choices)}; received {value!r}."
+        )
+    return value
+
+
+def check_positive_int(name, value):
+    """Checks that `value` is an integer >= 1 (booleans are rejected).
+
+    Args:
+        name: argument name used in the error message.
+        value: the received value.
+
+    Returns:
+        `value` as a Python `int`.
+
+    Example:
+    >>> check_positive_int("channels_per_group", 8)
+    8
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < 1
+    ):
+        raise ValueError(
+            f"`{name}` must be a positive integer; received {value!r}."
+        )
+    return int(value)
+
+
+def check_odd_positive_int(name, value):
+    """Checks that `value` is an odd integer >= 1 (a window with a centre).
+
+    Args:
+        name: argument name used in the error message.
+        value: the received value.
+
+    Returns:
+        `value` as a Python `int`.
+
+    Example:
+    >>> check_odd_positive_int("kernel_size", 7)
+    7
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < 1
+        or value % 2 == 0
+    ):
+        raise ValueError(
+            f"`{name}` must be an odd positive integer (the window needs a "
+            f"centre cell); received {value!r}."
+        )
+    return int(value)
+
+
+def check_rank(name, shape, rank, layout):
+    """Checks that a tensor shape has the expected rank.
+
+    Args:
+        name: argument name used in the error message.
+        shape: the received shape (a tuple or a `tf.TensorShape`).
+        rank: the expected rank.
+        layout: a human description of the expected axes, e.g.
+            `"[batch, height, width, channels]"`.
+
+    Returns:
+        `shape` as a tuple.
+
+    Example:
+    >>> check_rank("inputs", (2, 8, 8, 16), 4, "[batch, height, width, channels]")
+    (2, 8, 8, 16)
+    """
+    dims = tuple(shape) if shape is not None else None
+    if dims is None or len(dims) != rank:
+        raise ValueError(
+            f"`{name}` must be a rank-{rank} tensor {layout}; received shape "
+            f"{dims if dims is not None else 'of unknown rank'}."
+        )
+    return dims

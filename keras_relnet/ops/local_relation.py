@@ -1,0 +1,731 @@
+"""Local relation: k x k window attention with scalar key/query (LR-Net, ICCV 2019).
+
+This file holds the math of the local relation layer; every front end (the
+Keras 3 layer, the Model Garden layer, custom kernels) calls it or is tested
+against it. Spec: `shared/specs/local_relation.md`. Layout is NHWC.
+
+For output pixel (i, j), group g and window cell (u, v) with
+r = k // 2, s = strides, d = dilation_rate:
+
+    cell   = (s*i + d*(u - r), s*j + d*(v - r))
+    L      = scale * Phi(q[i, j, g], key[cell, g]) + prior[g, u, v]   (-inf off-image)
+    w      = softmax over the k*k cells of L
+    y[i, j, g*m + t] = sum_cells w * value[cell, g*m + t]
+
+The formula is written once, per window cell (`_cell_logits`,
+`_cell_weighted_value`, ...). Two drivers run it over the k*k cells:
+
+- "reference": a `tf.while_loop`, so the TF executor holds one cell's
+  temporaries at a time and the graph stays small in deep models;
+- "xla": a static Python loop inside `tf.function(jit_compile=True)`, whose
+  constant slice bounds let XLA fuse the whole window into a few kernels.
+
+Neither materialises the k*k-times-larger patch tensor of the values, and the
+analytic gradient keeps only the softmax weights `[k*k, B, Ho, Wo, G]`, so
+training memory is O(|x| + |logits|).
+"""
+
+import functools
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+from keras_relnet.ops import checks
+
+COMPOSABILITIES = ("squared_difference", "dot", "abs_difference")
+IMPLEMENTATIONS = ("reference", "xla", "auto")
+STRIDES = (1, 2)
+
+# StridedSlice masks that keep the whole batch (axis 0) and channel (axis 3) axes.
+_BATCH_AND_CHANNELS = 0b1001
+
+
+class Window(NamedTuple):
+    """Static description of the relation window (hashable: keys the XLA cache)."""
+
+    kernel_size: int
+    strides: int
+    dilation_rate: int
+    composability: str
+    scale: float
+
+    @property
+    def radius(self):
+        return self.kernel_size // 2
+
+    @property
+    def num_cells(self):
+        return self.kernel_size * self.kernel_size
+
+    @property
+    def padding(self):
+        return self.radius * self.dilation_rate
+
+
+def output_size(size, strides):
+    """Output extent `ceil(size / strides)`; works on ints and int tensors.
+
+    Args:
+        size: input height or width.
+        strides: 1 or 2.
+
+    Returns:
+        The output height or width.
+
+    Example:
+    >>> output_size(7, 2)
+    4
+    """
+    return (size + strides - 1) // strides
+
+
+def window_offsets(kernel_size):
+    """Relative offsets of the window cells, the input of the geometry prior.
+
+    Args:
+        kernel_size: odd window size k.
+
+    Returns:
+        float32 array `[k*k, 2]`: `((u - r) / r, (v - r) / r)` for cells in
+        row-major `(u, v)` order (all zeros when k = 1).
+
+    Example:
+    >>> window_offsets(3)[0]
+    array([-1., -1.], dtype=float32)
+    """
+    kernel_size = checks.check_odd_positive_int("kernel_size", kernel_size)
+    radius = kernel_size // 2
+    steps = (np.arange(kernel_size) - radius) / max(radius, 1)
+    rows, cols = np.meshgrid(steps, steps, indexing="ij")
+    return np.stack([rows.ravel(), cols.ravel()], axis=-1).astype(np.float32)
+
+
+def geometry_prior(
+    kernel_size, hidden_kernel, hidden_bias, output_kernel, output_bias
+):
+    """Learned geometric prior: a 2-layer MLP on the window offsets.
+
+    `P = Dense(h -> G)(relu(Dense(2 -> h)(offsets)))`, computed in float32
+    (float64 when the weights are float64); input-independent.
+
+    Args:
+        kernel_size: odd window size k.
+        hidden_kernel: `[2, h]`.
+        hidden_bias: `[h]`.
+        output_kernel: `[h, G]`.
+        output_bias: `[G]`.
+
+    Returns:
+        The prior `[G, k, k]`.
+
+    Example:
+    >>> p = geometry_prior(3, tf.ones([2, 4]), tf.zeros([4]), tf.ones([4, 2]),
+    ...                    tf.zeros([2]))
+    >>> p.shape
+    TensorShape([2, 3, 3])
+    """
+    dtype = _compute_dtype(tf.as_dtype(hidden_kernel.dtype))
+    offsets = tf.constant(window_offsets(kernel_size), dtype=dtype)
+    hidden = tf.nn.relu(
+        tf.matmul(offsets, tf.cast(hidden_kernel, dtype))
+        + tf.cast(hidden_bias, dtype)
+    )
+    per_cell = tf.matmul(hidden, tf.cast(output_kernel, dtype)) + tf.cast(
+        output_bias, dtype
+    )
+    return tf.reshape(
+        tf.transpose(per_cell), [-1, kernel_size, kernel_size]
+    )
+
+
+def compose(query, key, composability):
+    """Appearance term Phi(q, key) of one window cell.
+
+    Args:
+        query: query values.
+        key: key values, broadcastable against `query`.
+        composability: "squared_difference" (`-(q - key)^2`), "dot"
+            (`q * key`) or "abs_difference" (`-|q - key|`).
+
+    Returns:
+        Phi, the shape of `query - key`.
+
+    Example:
+    >>> compose(tf.constant(1.0), tf.constant(3.0), "squared_difference")
+    <tf.Tensor: shape=(), dtype=float32, numpy=-4.0>
+    """
+    if composability == "squared_difference":
+        return -tf.square(query - key)
+    if composability == "dot":
+        return query * key
+    if composability == "abs_difference":
+        return -tf.abs(query - key)
+    checks.check_choice("composability", composability, COMPOSABILITIES)
+
+
+def _compose_partials(query, key, composability):
+    """(dPhi/dq, dPhi/dkey) of `compose`."""
+    if composability == "squared_difference":
+        twice_difference = 2.0 * (query - key)
+        return -twice_difference, twice_difference
+    if composability == "dot":
+        return key, query
+    sign = tf.sign(query - key)
+    return -sign, sign
+
+
+def local_relation(
+    query,
+    key,
+    value,
+    geometry_prior,
+    *,
+    strides=1,
+    dilation_rate=1,
+    composability="squared_difference",
+    scale=1.0,
+    implementation="auto",
+):
+    """Local relation aggregation over k x k windows (the layer's core).
+
+    Computes `y = sum_cells softmax(scale * Phi(q, key) + prior) * value`
+    per output pixel and channel group, with off-image cells masked out
+    exactly. Softmax and accumulation run in float32 for float16/bfloat16
+    inputs (float64 stays float64); the output has the dtype of `value`.
+
+    Args:
+        query: `[B, Ho, Wo, G]`, the query at the window centres
+            (`Ho = ceil(H / strides)`).
+        key: `[B, H, W, G]`.
+        value: `[B, H, W, C]` with `C % G == 0`; channel `c` is in group
+            `c // (C // G)`.
+        geometry_prior: `[G, k, k]` with odd k.
+        strides: 1 or 2; output pixel (i, j) centres on input `(s*i, s*j)`.
+        dilation_rate: spacing of the window cells.
+        composability: one of `COMPOSABILITIES`.
+        scale: multiplier of the appearance term.
+        implementation: "reference", "xla" or "auto" (see `explain`).
+
+    Returns:
+        `[B, Ho, Wo, C]`.
+
+    Example:
+    >>> x = tf.random.normal([1, 5, 5, 4])
+    >>> q = tf.random.normal([1, 5, 5, 2])
+    >>> y = local_relation(q, q, x, tf.zeros([2, 3, 3]))
+    >>> y.shape
+    TensorShape([1, 5, 5, 4])
+    """
+    window = _validated_window(
+        query, key, value, geometry_prior, strides, dilation_rate,
+        composability, scale,
+    )
+    name, _ = resolve_implementation(implementation)
+    if name == "xla":
+        relation = _xla_relation(window)
+    else:
+        # XLA cannot slice at a loop-dependent offset: inside a jit-compiled
+        # graph (e.g. `model.compile(jit_compile=True)`) the reference formula
+        # runs with the static driver, which XLA compiles.
+        relation = _relation(window, unrolled=_in_xla_context())
+    return relation(query, key, value, geometry_prior)
+
+
+def local_relation_2d(
+    inputs,
+    query_kernel,
+    key_kernel,
+    value_kernel,
+    geometry_weights,
+    *,
+    kernel_size,
+    strides=1,
+    dilation_rate=1,
+    composability="squared_difference",
+    scale=1.0,
+    implementation="auto",
+):
+    """The whole local relation layer: projections, prior and aggregation.
+
+    Query `x[:, ::s, ::s] @ query_kernel`, key `x @ key_kernel`, value
+    `x @ value_kernel` (or `x` when `value_kernel` is None), prior from
+    `geometry_weights`, then `local_relation`.
+
+    Args:
+        inputs: `[B, H, W, C]`.
+        query_kernel: `[C, G]` (1x1 convolution).
+        key_kernel: `[C, G]`.
+        value_kernel: `[C, C]` or None (no value projection).
+        geometry_weights: `(hidden_kernel, hidden_bias, output_kernel,
+            output_bias)` of the prior MLP, see `geometry_prior`.
+        kernel_size: odd window size k.
+        strides, dilation_rate, composability, scale, implementation: as in
+            `local_relation`.
+
+    Returns:
+        `[B, ceil(H / s), ceil(W / s), C]`.
+
+    Example:
+    >>> x = tf.random.normal([1, 6, 6, 8])
+    >>> g = (tf.ones([2, 8]), tf.zeros([8]), tf.ones([8, 2]), tf.zeros([2]))
+    >>> y = local_relation_2d(x, tf.ones([8, 2]), tf.ones([8, 2]), None, g,
+    ...                       kernel_size=3, strides=2)
+    >>> y.shape
+    TensorShape([1, 3, 3, 8])
+    """
+    strides = checks.check_choice("strides", strides, STRIDES)
+    centres = inputs[:, ::strides, ::strides, :]
+    query = tf.einsum("bhwc,cg->bhwg", centres, query_kernel)
+    key = tf.einsum("bhwc,cg->bhwg", inputs, key_kernel)
+    value = (
+        inputs
+        if value_kernel is None
+        else tf.einsum("bhwc,cd->bhwd", inputs, value_kernel)
+    )
+    prior = geometry_prior(kernel_size, *geometry_weights)
+    return local_relation(
+        query, key, value, prior,
+        strides=strides, dilation_rate=dilation_rate,
+        composability=composability, scale=scale,
+        implementation=implementation,
+    )
+
+
+def local_relation_flops(
+    input_size,
+    channels,
+    channels_per_group,
+    kernel_size,
+    strides=1,
+    value_projection=True,
+    geometry_hidden_units=None,
+):
+    """Multiply-adds of one `local_relation_2d` call for one image.
+
+    Counts the three 1x1 projections, one multiply-add per logit
+    (composability + prior), the aggregation (`k*k*C` per output pixel, the
+    same as a k x k depthwise convolution) and the prior MLP.
+
+    Args:
+        input_size: `(H, W)`.
+        channels: C.
+        channels_per_group: m.
+        kernel_size: k.
+        strides: 1 or 2.
+        value_projection: whether the C x C value projection runs.
+        geometry_hidden_units: h (None: `max(G, 8)`).
+
+    Returns:
+        The multiply-add count as an int.
+
+    Example:
+    >>> local_relation_flops((56, 56), 64, 8, 7)
+    14850560
+    """
+    height, width = input_size
+    groups = channels // channels_per_group
+    hidden = geometry_hidden_units or max(groups, 8)
+    cells = kernel_size * kernel_size
+    inputs = height * width
+    outputs = output_size(height, strides) * output_size(width, strides)
+    projections = (outputs + inputs) * channels * groups
+    if value_projection:
+        projections += inputs * channels * channels
+    logits = outputs * groups * cells
+    aggregation = outputs * channels * cells
+    prior = cells * (2 * hidden + hidden * groups)
+    return projections + logits + aggregation + prior
+
+
+def resolve_implementation(implementation):
+    """Chooses the implementation that runs, and says why.
+
+    "auto" picks "xla" when a GPU is visible (the unrolled window fuses into a
+    few kernels there) and "reference" on CPU, where the benchmark
+    (`benchmarks/local_relation.py`) measures XLA's single-threaded loops as
+    slower than TF's multi-threaded kernels.
+
+    Args:
+        implementation: "reference", "xla" or "auto".
+
+    Returns:
+        `(name, reason)`: the implementation that runs and a sentence why.
+
+    Example:
+    >>> resolve_implementation("reference")
+    ('reference', 'requested explicitly')
+    """
+    checks.check_choice("implementation", implementation, IMPLEMENTATIONS)
+    if implementation != "auto":
+        return implementation, "requested explicitly"
+    if tf.config.list_logical_devices("GPU"):
+        return "xla", "auto: a GPU is visible, XLA fuses the window loop"
+    return "reference", "auto: CPU only, TF's threaded kernels beat XLA's loops"
+
+
+def explain(implementation="auto"):
+    """A one-line account of which local relation implementation runs.
+
+    Args:
+        implementation: as passed to the layer or `local_relation`.
+
+    Returns:
+        A string such as `"reference (auto: CPU only, ...)"`.
+
+    Example:
+    >>> explain("xla")
+    'xla (requested explicitly)'
+    """
+    name, reason = resolve_implementation(implementation)
+    return f"{name} ({reason})"
+
+
+def _validated_window(
+    query, key, value, prior, strides, dilation_rate, composability, scale
+):
+    """Checks every argument of `local_relation`; returns its `Window`."""
+    strides = checks.check_choice("strides", strides, STRIDES)
+    dilation_rate = checks.check_positive_int("dilation_rate", dilation_rate)
+    checks.check_choice("composability", composability, COMPOSABILITIES)
+    query_shape = checks.check_rank(
+        "query", query.shape, 4, "[batch, out_height, out_width, groups]"
+    )
+    key_shape = checks.check_rank(
+        "key", key.shape, 4, "[batch, height, width, groups]"
+    )
+    value_shape = checks.check_rank(
+        "value", value.shape, 4, "[batch, height, width, channels]"
+    )
+    prior_shape = checks.check_rank(
+        "geometry_prior", prior.shape, 3, "[groups, kernel_size, kernel_size]"
+    )
+    groups, channels = key_shape[-1], value_shape[-1]
+    if groups is None or channels is None:
+        raise ValueError(
+            "`key` and `value` need known channel dimensions; received "
+            f"key shape {key_shape} and value shape {value_shape}."
+        )
+    if query_shape[-1] != groups or prior_shape[0] != groups:
+        raise ValueError(
+            f"`query`, `key` and `geometry_prior` must have the same number of "
+            f"groups; received query shape {query_shape}, key shape "
+            f"{key_shape}, geometry_prior shape {prior_shape}."
+        )
+    if channels % groups:
+        raise ValueError(
+            f"`value` channels must be a multiple of the {groups} groups; "
+            f"received value shape {value_shape}."
+        )
+    if prior_shape[1] != prior_shape[2]:
+        raise ValueError(
+            "`geometry_prior` must be square [groups, k, k]; received shape "
+            f"{prior_shape}."
+        )
+    kernel_size = checks.check_odd_positive_int(
+        "geometry_prior kernel size", prior_shape[1]
+    )
+    _check_same_dims("key", key_shape, "value", value_shape, axes=(0, 1, 2))
+    expected = tuple(
+        None if size is None else output_size(size, strides)
+        for size in value_shape[1:3]
+    )
+    _check_same_dims(
+        "query", query_shape[:3],
+        f"value (batch, ceil(H / {strides}), ceil(W / {strides}))",
+        (value_shape[0],) + expected, axes=(0, 1, 2),
+    )
+    return Window(kernel_size, strides, dilation_rate, composability, float(scale))
+
+
+def _check_same_dims(name, shape, other_name, other_shape, axes):
+    for axis in axes:
+        mine, theirs = shape[axis], other_shape[axis]
+        if mine is not None and theirs is not None and mine != theirs:
+            raise ValueError(
+                f"`{name}` shape {shape} does not match {other_name} shape "
+                f"{other_shape} on axis {axis}."
+            )
+
+
+def _in_xla_context():
+    """Whether ops created now will be compiled by XLA."""
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # the helper moved: assume no XLA context
+        return False
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def _compute_dtype(dtype):
+    return tf.float64 if dtype == tf.float64 else tf.float32
+
+
+def _dims(tensor):
+    """Static dims where known, dynamic scalars elsewhere."""
+    dynamic = tf.shape(tensor)
+    return [
+        dynamic[axis] if size is None else size
+        for axis, size in enumerate(tensor.shape)
+    ]
+
+
+@functools.lru_cache(maxsize=None)
+def _xla_relation(window):
+    return tf.function(
+        _relation(window, unrolled=True), jit_compile=True, autograph=False
+    )
+
+
+def _relation(window, unrolled):
+    """The forward pass with its analytic gradient, for one window spec."""
+
+    @tf.custom_gradient
+    def relation(query, key, value, prior):
+        dtype = _compute_dtype(value.dtype)
+        grid = _Grid(window, query, value, dtype, unrolled)
+        query_c = tf.cast(query, dtype)
+        key_c = tf.cast(key, dtype)
+        key_padded = grid.pad(key_c)
+        value_padded = grid.pad(tf.cast(value, dtype))
+        prior_cells = tf.transpose(
+            tf.reshape(tf.cast(prior, dtype), [grid.groups, -1])
+        )
+
+        logits = grid.stack_over_cells(
+            lambda cell: grid.cell_logits(cell, query_c, key_padded, prior_cells)
+        )
+        weights = _softmax_over_cells(logits)
+        (grouped,) = grid.sum_over_cells(
+            lambda cell: (grid.cell_weighted_value(cell, weights, value_padded),),
+            (tf.zeros(grid.grouped_output_shape, dtype),),
+        )
+        output = tf.cast(grid.merge_groups(grouped), value.dtype)
+
+        def gradient(d_output):
+            d_output_c = tf.cast(d_output, dtype)
+            d_grouped = grid.split_groups(d_output_c)
+            d_weights = grid.stack_over_cells(
+                lambda cell: grid.cell_weight_gradient(cell, d_grouped, value_padded)
+            )
+            d_logits = weights * (
+                d_weights - tf.reduce_sum(weights * d_weights, 0, keepdims=True)
+            )
+            d_prior = tf.reshape(
+                tf.transpose(tf.reduce_sum(d_logits, [1, 2, 3])), tf.shape(prior)
+            )
+            d_output_spread = grid.spread(d_output_c)
+            query_spread = grid.spread(query_c)
+            d_query, d_key, d_value = grid.sum_over_cells(
+                lambda cell: grid.cell_input_gradients(
+                    cell, d_logits, weights, d_output_spread, query_c,
+                    query_spread, key_c, key_padded,
+                ),
+                (
+                    tf.zeros_like(query_c),
+                    tf.zeros_like(key_c),
+                    tf.zeros(grid.grouped_input_shape, dtype),
+                ),
+            )
+            return (
+                tf.cast(d_query, query.dtype),
+                tf.cast(d_key, key.dtype),
+                tf.cast(grid.merge_groups(d_value), value.dtype),
+                tf.cast(d_prior, prior.dtype),
+            )
+
+        return output, gradient
+
+    return relation
+
+
+def _softmax_over_cells(logits):
+    shifted = logits - tf.reduce_max(logits, axis=0, keepdims=True)
+    exponentials = tf.exp(shifted)
+    return exponentials / tf.reduce_sum(exponentials, axis=0, keepdims=True)
+
+
+class _Grid:
+    """Index arithmetic of one call: where window cell `cell` of every output
+    pixel lies in the padded input, and the per-cell pieces of the formula.
+
+    `cell` is a Python int (unrolled driver) or an int32 scalar tensor
+    (while-loop driver); every method accepts both.
+    """
+
+    def __init__(self, window, query, value, dtype, unrolled):
+        self.window = window
+        self.unrolled = unrolled
+        self.dtype = dtype
+        batch, self.height, self.width, self.channels = _dims(value)
+        _, self.out_height, self.out_width, self.groups = _dims(query)
+        self.group_size = self.channels // self.groups
+        self.grouped_output_shape = [
+            batch, self.out_height, self.out_width, self.groups, self.group_size
+        ]
+        self.grouped_input_shape = [
+            batch, self.height, self.width, self.groups, self.group_size
+        ]
+        self.row_border = self._border_bias(self.height, self.out_height)
+        self.col_border = self._border_bias(self.width, self.out_width)
+
+    def _border_bias(self, size, out_size):
+        """`[k, out_size]`: 0 where cell row/col u of output i is inside the
+        image, -inf where it falls off it."""
+        w = self.window
+        taps = (tf.range(w.kernel_size) - w.radius) * w.dilation_rate
+        positions = taps[:, None] + tf.range(out_size)[None, :] * w.strides
+        inside = (positions >= 0) & (positions < size)
+        return tf.where(
+            inside, tf.constant(0.0, self.dtype), tf.constant(-np.inf, self.dtype)
+        )
+
+    def pad(self, tensor):
+        p = self.window.padding
+        return tf.pad(tensor, [[0, 0], [p, p], [p, p], [0, 0]])
+
+    def _take(self, padded, row, col, height, width, stride):
+        """`padded[:, row + stride*i, col + stride*j, :]` for i < height, j < width."""
+        view = tf.strided_slice(
+            padded,
+            [0, row, col, 0],
+            [0, row + stride * (height - 1) + 1, col + stride * (width - 1) + 1, 0],
+            [1, stride, stride, 1],
+            begin_mask=_BATCH_AND_CHANNELS,
+            end_mask=_BATCH_AND_CHANNELS,
+        )
+        # A loop-dependent `row` hides the static extent; restore what is known.
+        static = lambda size: size if isinstance(size, int) else None
+        view.set_shape(
+            [padded.shape[0], static(height), static(width), padded.shape[3]]
+        )
+        return view
+
+    def at_cell(self, padded, cell):
+        """Forward view: `padded[b, s*i + d*u, s*j + d*v, :]`, window cell
+        (u, v) of every output pixel (i, j), from a `pad`-ed input tensor."""
+        w = self.window
+        row, col = cell // w.kernel_size, cell % w.kernel_size
+        return self._take(
+            padded, row * w.dilation_rate, col * w.dilation_rate,
+            self.out_height, self.out_width, w.strides,
+        )
+
+    def spread(self, tensor):
+        """Output grid -> padded input grid: output pixel i lands on input row
+        `s*i` (zeros between strided centres), then `pad`."""
+        s = self.window.strides
+        if s > 1:
+            dims = _dims(tensor)
+            spaced = tf.pad(
+                tensor[:, :, None, :, None, :],
+                [[0, 0], [0, 0], [0, s - 1], [0, 0], [0, s - 1], [0, 0]],
+            )
+            tensor = tf.reshape(spaced, [dims[0], dims[1] * s, dims[2] * s, dims[3]])
+        return self.pad(tensor)
+
+    def from_cell(self, spread, cell):
+        """Backward view, the transpose of `at_cell`: for every input pixel p,
+        the `spread` value of the output pixel whose window cell (u, v) is p
+        (zero where there is none)."""
+        w = self.window
+        row, col = cell // w.kernel_size, cell % w.kernel_size
+        last = w.kernel_size - 1
+        return self._take(
+            spread, (last - row) * w.dilation_rate, (last - col) * w.dilation_rate,
+            self.height, self.width, 1,
+        )
+
+    def split_groups(self, tensor):
+        """`[B, Ho, Wo, C]` -> `[B, Ho, Wo, G, m]`."""
+        return tf.reshape(tensor, self.grouped_output_shape)
+
+    def split_input_groups(self, tensor):
+        """`[B, H, W, C]` -> `[B, H, W, G, m]`."""
+        return tf.reshape(tensor, self.grouped_input_shape)
+
+    def merge_groups(self, grouped):
+        """`[..., G, m]` -> `[..., C]`."""
+        return tf.reshape(grouped, _dims(grouped)[:3] + [self.channels])
+
+    def _border(self, cell):
+        k = self.window.kernel_size
+        rows = tf.gather(self.row_border, cell // k)
+        cols = tf.gather(self.col_border, cell % k)
+        return (rows[:, None] + cols[None, :])[None, :, :, None]
+
+    def cell_logits(self, cell, query, key_padded, prior_cells):
+        phi = compose(query, self.at_cell(key_padded, cell), self.window.composability)
+        return (
+            self.window.scale * phi
+            + tf.gather(prior_cells, cell)
+            + self._border(cell)
+        )
+
+    def cell_weighted_value(self, cell, weights, value_padded):
+        cell_value = self.split_groups(self.at_cell(value_padded, cell))
+        return tf.gather(weights, cell)[..., None] * cell_value
+
+    def cell_weight_gradient(self, cell, d_grouped, value_padded):
+        cell_value = self.split_groups(self.at_cell(value_padded, cell))
+        return tf.reduce_sum(d_grouped * cell_value, axis=-1)
+
+    def cell_input_gradients(
+        self, cell, d_logits, weights, d_output_spread, query, query_spread,
+        key, key_padded,
+    ):
+        """Cell `cell`'s share of (dL/dquery, dL/dkey, dL/dvalue grouped).
+
+        dquery is gathered at the output pixels; dkey and dvalue at the input
+        pixels, from the output pixels that see them through this cell.
+        """
+        composability = self.window.composability
+        d_phi = self.window.scale * tf.gather(d_logits, cell)
+        d_phi_d_query, _ = _compose_partials(
+            query, self.at_cell(key_padded, cell), composability
+        )
+        d_phi_seen = self.from_cell(self.spread(d_phi), cell)
+        _, d_phi_d_key = _compose_partials(
+            self.from_cell(query_spread, cell), key, composability
+        )
+        weights_seen = self.from_cell(self.spread(tf.gather(weights, cell)), cell)
+        d_value = weights_seen[..., None] * self.split_input_groups(
+            self.from_cell(d_output_spread, cell)
+        )
+        return d_phi * d_phi_d_query, d_phi_seen * d_phi_d_key, d_value
+
+    def stack_over_cells(self, cell_fn):
+        """`[k*k, ...]`: `cell_fn(cell)` for every cell, stacked on axis 0."""
+        cells = self.window.num_cells
+        if self.unrolled:
+            return tf.stack([cell_fn(cell) for cell in range(cells)], axis=0)
+        array = tf.TensorArray(self.dtype, size=cells)
+        _, array = tf.while_loop(
+            lambda cell, _: cell < cells,
+            lambda cell, array: (cell + 1, array.write(cell, cell_fn(cell))),
+            (tf.constant(0), array),
+            parallel_iterations=1,
+        )
+        return array.stack()
+
+    def sum_over_cells(self, cell_fn, initial):
+        """Sums the tuples `cell_fn(cell)` over every cell, starting at
+        `initial`."""
+        cells = self.window.num_cells
+        if self.unrolled:
+            totals = initial
+            for cell in range(cells):
+                totals = tuple(t + x for t, x in zip(totals, cell_fn(cell)))
+            return totals
+
+        def body(cell, *totals):
+            terms = cell_fn(cell)
+            return (cell + 1,) + tuple(t + x for t, x in zip(totals, terms))
+
+        results = tf.while_loop(
+            lambda cell, *_: cell < cells,
+            body,
+            (tf.constant(0),) + tuple(initial),
+            parallel_iterations=1,
+        )
+        return tuple(results[1:])
