@@ -1,0 +1,17 @@
+"""keras-relnet: relation networks for computer vision in TensorFlow/Keras.
+
+Subpackages: `ops` (tensor-level math), `layers` (Keras 3 layers),
+`applications` (models), `utils` (FLOPs counter).
+"""
+
+import keras as _keras
+
+if _keras.backend.backend() != "tensorflow":
+    raise ImportError(
+        "keras-relnet runs on the TensorFlow backend of Keras 3; the active "
+        f"backend is {_keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow."
+    )
+
+from keras_relnet import applications, layers, ops, utils  # noqa: E402
+
+__version__ = "0.1.0"

@@ -127,3 +127,10 @@ def test_small_lrnet_fits_and_mixed_precision_head_is_float32():
     history = model.fit(images, np.arange(8) % 4, epochs=2, batch_size=4, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert model.predict(images, verbose=0).dtype == np.float32
+
+
+def test_preprocess_input_normalises_like_imagenet_torch_mode():
+    from keras_relnet.applications import preprocess_input
+    white = preprocess_input(np.full((1, 2, 2, 3), 255.0, "float32"))
+    np.testing.assert_allclose(white[0, 0, 0], (1 - np.array([0.485, 0.456, 0.406]))
+                               / np.array([0.229, 0.224, 0.225]), rtol=1e-5)

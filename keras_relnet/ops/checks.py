@@ -30,6 +30,15 @@ def check_choice(name, value, choices):
     return value
 
 
+def _is_positive_int(value):
+    """Integral and >= 1; booleans are not integers here."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, numbers.Integral)
+        and value >= 1
+    )
+
+
 def check_positive_int(name, value):
     """Checks that `value` is an integer >= 1 (booleans are rejected).
 
@@ -44,11 +53,7 @@ def check_positive_int(name, value):
     >>> check_positive_int("channels_per_group", 8)
     8
     """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Integral)
-        or value < 1
-    ):
+    if not _is_positive_int(value):
         raise ValueError(
             f"`{name}` must be a positive integer; received {value!r}."
         )
@@ -69,12 +74,7 @@ def check_odd_positive_int(name, value):
     >>> check_odd_positive_int("kernel_size", 7)
     7
     """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Integral)
-        or value < 1
-        or value % 2 == 0
-    ):
+    if not _is_positive_int(value) or value % 2 == 0:
         raise ValueError(
             f"`{name}` must be an odd positive integer (the window needs a "
             f"centre cell); received {value!r}."

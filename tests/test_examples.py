@@ -1,0 +1,30 @@
+"""The README's demo and benchmark run end to end (slow: minutes each)."""
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_script(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=1200)
+
+
+@pytest.mark.slow
+def test_digits_demo_reaches_95_percent_and_reloads(tmp_path):
+    result = run_script("examples/train_digits.py", "--output-dir", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "DEMO OK" in result.stdout
+    assert (tmp_path / "lrnet26_digits.keras").is_file()
+
+
+@pytest.mark.slow
+def test_local_relation_benchmark_quick_run_prints_every_implementation():
+    result = run_script("benchmarks/local_relation.py", "--quick")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("reference", "xla", "naive extract_patches", "depthwise 7x7"):
+        assert result.stdout.count(name) == 2, result.stdout
