@@ -155,3 +155,21 @@ def test_flops_formula_counts_each_part():
     prior = 9 * (2 * 8 + 8 * 2)
     assert ops.local_relation_flops((4, 4), 8, 4, 3) == (
         projections + logits + aggregation + prior)
+
+
+def test_reference_never_builds_a_patch_sized_tensor():
+    # A patch tensor holds k*k values per input element; the reference's largest
+    # tensors are the [k*k, B, H, W, G] logits, m = 8 times smaller.
+    query, key, value, prior = [tf.constant(a) for a in random_inputs(0, 2, 12, 12, 2, 8, 7, 1)]
+
+    def forward_backward(*args):
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            output = ops.local_relation(*args, implementation="reference")
+        return tape.gradient(output, args)
+
+    graph = tf.function(forward_backward).get_concrete_function(query, key, value, prior).graph
+    sizes = [t.shape.num_elements() for op in graph.get_operations() for t in op.outputs
+             if t.shape.is_fully_defined()]
+    patch_elements = 49 * value.shape.num_elements()
+    assert max(sizes) <= patch_elements // 8, (max(sizes), patch_elements)

@@ -134,3 +134,11 @@ def test_preprocess_input_normalises_like_imagenet_torch_mode():
     white = preprocess_input(np.full((1, 2, 2, 3), 255.0, "float32"))
     np.testing.assert_allclose(white[0, 0, 0], (1 - np.array([0.485, 0.456, 0.406]))
                                / np.array([0.229, 0.224, 0.225]), rtol=1e-5)
+
+
+def test_whole_model_keras_round_trip(tmp_path):
+    model = LRNet26(width_multiplier=0.25, input_shape=(32, 32, 3), classes=4)
+    images = np.random.default_rng(2).normal(size=(2, 32, 32, 3)).astype("float32")
+    model.save(tmp_path / "lrnet26.keras")
+    restored = keras.models.load_model(tmp_path / "lrnet26.keras")
+    np.testing.assert_array_equal(np.asarray(restored(images)), np.asarray(model(images)))
