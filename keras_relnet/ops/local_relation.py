@@ -321,7 +321,7 @@ def local_relation_flops(
 
     Example:
     >>> local_relation_flops((56, 56), 64, 8, 7)
-    14850560
+    27124048
     """
     height, width = input_size
     groups = channels // channels_per_group

@@ -28,7 +28,7 @@ def count_flops(model):
     Example:
     >>> from keras_relnet.applications import LRNet50
     >>> round(count_flops(LRNet50()) / 1e9, 1)
-    4.4
+    4.5
     """
     total = 0
     for layer in model.layers:

@@ -1,11 +1,12 @@
-"""Test setup: two logical CPU devices (for MirroredStrategy) and a clean
-dtype policy around every test."""
+"""Test setup: two logical CPU devices (for MirroredStrategy), a clean dtype
+policy around every test, and the names docstring examples use."""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -21,3 +22,8 @@ def float32_policy():
     keras.mixed_precision.set_global_policy("float32")
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture(autouse=True)
+def docstring_names(doctest_namespace):
+    doctest_namespace.update(np=np, tf=tf, keras=keras)
