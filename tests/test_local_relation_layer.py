@@ -11,6 +11,11 @@ import tensorflow as tf
 
 from keras_relnet import ops
 from keras_relnet.layers import LocalRelation2D
+from layer_contract import (
+    assert_gradients_match_finite_differences,
+    assert_mirrored_matches_one_device,
+    randomise_weights,
+)
 from numpy_local_relation import numpy_local_relation_2d
 
 GRID = list(itertools.product([1, 2], [3, 5, 7], ops.COMPOSABILITIES, [True, False]))
@@ -26,12 +31,6 @@ def numpy_layer_output(layer, inputs):
         layer.composability, layer.scale)
 
 
-def randomise_weights(layer, seed=0):
-    rng = np.random.default_rng(seed)
-    for weight in layer.weights:
-        weight.assign(rng.normal(size=weight.shape) * 0.5)
-
-
 @pytest.mark.parametrize("strides, kernel_size, composability, value_projection", GRID)
 def test_layer_matches_numpy_spec(strides, kernel_size, composability, value_projection):
     height, width = (7, 6) if kernel_size != 5 else (6, 9)
@@ -45,38 +44,13 @@ def test_layer_matches_numpy_spec(strides, kernel_size, composability, value_pro
                                atol=1e-5, rtol=0)
 
 
-def central_difference(function, variable, delta=1e-6):
-    flat = variable.numpy().reshape(-1)
-    gradient = np.zeros_like(flat)
-    for index in range(flat.size):
-        for sign in (1, -1):
-            shifted = flat.copy()
-            shifted[index] += sign * delta
-            variable.assign(shifted.reshape(variable.shape))
-            gradient[index] += sign * function().numpy() / (2 * delta)
-    variable.assign(flat.reshape(variable.shape))
-    return gradient.reshape(variable.shape)
-
-
 @pytest.mark.parametrize("strides, composability", [(1, "squared_difference"), (2, "dot"),
                                                     (2, "abs_difference")])
 def test_gradients_of_input_and_every_weight_match_finite_differences(strides, composability):
     layer = LocalRelation2D(3, channels_per_group=2, strides=strides, composability=composability,
                             geometry_hidden_units=3, dtype="float64")
-    inputs = tf.Variable(np.random.default_rng(1).normal(size=(1, 5, 4, 4)))
-    layer.build(inputs.shape)
-    randomise_weights(layer, seed=2)
-    upstream = tf.constant(np.random.default_rng(3).normal(size=layer(inputs).shape))
-    loss = tf.function(lambda: tf.reduce_sum(layer(inputs) * upstream))
-    with tf.GradientTape() as tape:
-        value = loss()
-    variables = [inputs] + layer.trainable_variables
-    analytic = tape.gradient(value, variables)
-    assert len(variables) == 8
-    for variable, gradient in zip(variables, analytic):
-        numeric = central_difference(loss, variable)
-        np.testing.assert_allclose(gradient.numpy(), numeric, atol=1e-6, rtol=1e-6,
-                                   err_msg=variable.name)
+    assert_gradients_match_finite_differences(layer, (1, 5, 4, 4), seed=1)
+    assert len(layer.trainable_variables) == 7
 
 
 @pytest.mark.parametrize("strides", [1, 2])
@@ -178,27 +152,8 @@ def test_mixed_precision_outputs_are_finite_and_close_to_float32(policy, dtype):
 
 
 def test_mirrored_strategy_on_two_logical_cpus_matches_one_device():
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-    assert len(devices) == 2
-    images = np.random.default_rng(11).normal(size=(8, 6, 6, 8)).astype("float32")
-    labels = np.arange(8) % 2
-
-    def trained_weights(strategy):
-        with strategy.scope():
-            keras.utils.set_random_seed(0)
-            inputs = keras.Input((6, 6, 8))
-            x = LocalRelation2D(3, channels_per_group=4)(inputs)
-            outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
-            model = keras.Model(inputs, outputs)
-            model.compile(keras.optimizers.SGD(0.1),
-                          keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        model.fit(images, labels, batch_size=8, epochs=2, shuffle=False, verbose=0)
-        return model.get_weights()
-
-    mirrored = trained_weights(tf.distribute.MirroredStrategy(devices))
-    single = trained_weights(tf.distribute.OneDeviceStrategy(devices[0]))
-    for a, b in zip(mirrored, single):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert_mirrored_matches_one_device(lambda: LocalRelation2D(3, channels_per_group=4),
+                                       (8, 6, 6, 8))
 
 
 @pytest.mark.parametrize("options, message", [

@@ -1,3 +1,7 @@
 """Keras 3 layers of keras-relnet."""
 
+from keras_relnet.layers.global_context import GlobalContext
 from keras_relnet.layers.local_relation import LocalRelation2D
+from keras_relnet.layers.non_local import NonLocal2D
+from keras_relnet.layers.simplified_non_local import SimplifiedNonLocal2D
+from keras_relnet.layers.squeeze_excitation import SqueezeExcitation

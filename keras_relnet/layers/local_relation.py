@@ -112,20 +112,12 @@ class LocalRelation2D(keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def _checked_channels(self, input_shape):
-        dims = checks.check_rank(
-            "inputs", input_shape, 4, "[batch, height, width, channels]"
-        )
-        channels = dims[-1]
-        if channels is None:
-            raise ValueError(
-                "`inputs` must have a known channel dimension; received shape "
-                f"{dims}."
-            )
+        channels = checks.checked_channels("inputs", input_shape)
         if channels % self.channels_per_group:
             raise ValueError(
                 f"`inputs` channels ({channels}) must be divisible by "
                 f"`channels_per_group` ({self.channels_per_group}); received "
-                f"shape {dims}."
+                f"shape {tuple(input_shape)}."
             )
         return channels
 

@@ -106,3 +106,44 @@ def check_rank(name, shape, rank, layout):
             f"{dims if dims is not None else 'of unknown rank'}."
         )
     return dims
+
+
+def check_positive_number(name, value):
+    """Checks that `value` is a real number > 0.
+
+    Args:
+        name: argument name used in the error message.
+        value: the received value.
+
+    Returns:
+        `value` as a Python `float`.
+
+    Example:
+    >>> check_positive_number("ratio", 0.25)
+    0.25
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"`{name}` must be a positive number; received {value!r}.")
+    return float(value)
+
+
+def checked_channels(name, input_shape):
+    """The known channel count of a `[batch, height, width, channels]` input.
+
+    Args:
+        name: argument name used in the error message.
+        input_shape: the received shape.
+
+    Returns:
+        The channel count as an int.
+
+    Example:
+    >>> checked_channels("inputs", (None, 8, 8, 16))
+    16
+    """
+    dims = check_rank(name, input_shape, 4, "[batch, height, width, channels]")
+    if dims[-1] is None:
+        raise ValueError(
+            f"`{name}` must have a known channel dimension; received shape {dims}."
+        )
+    return int(dims[-1])

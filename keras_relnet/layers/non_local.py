@@ -1,0 +1,96 @@
+"""The `NonLocal2D` Keras layer (non-local block, CVPR 2018)."""
+
+import keras
+
+from keras_relnet.ops import checks
+from keras_relnet.ops.context import NON_LOCAL_MODES, non_local_2d
+
+
+@keras.saving.register_keras_serializable(package="keras_relnet")
+class NonLocal2D(keras.layers.Layer):
+    """Non-local block: every position attends to every other position.
+
+    `z = x + W_z(sum_j f(x_i, x_j) g(x_j))` (Wang et al., "Non-local Neural
+    Networks", CVPR 2018) with theta, phi, g 1x1 projections `C -> C'`,
+    `C' = max(C // reduction, 1)`, and the pairwise function f:
+
+    - "embedded_gaussian": `softmax_j(theta_i . phi_j / sqrt(C'))`
+    - "dot_product": `theta_i . phi_j / L'`
+    - "gaussian": `softmax_j(x_i . x_j)` (no theta/phi projections)
+    - "concatenation": `ReLU(w1 . theta_i + w2 . phi_j) / L'`
+
+    `W_z` starts at zero, so the block is the identity at initialisation;
+    theta, phi and g start from N(0, 0.01). f runs in float32 under mixed
+    precision.
+
+    Args:
+        reduction: `C' = max(C // reduction, 1)`.
+        mode: the pairwise function, one of the four above.
+        sub_sample: 2x2 max pooling (stride 2) after the phi and g projections.
+        use_scale: divide embedded-gaussian logits by `sqrt(C')`.
+        **kwargs: base `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: `[batch, height, width, channels]`.
+        return_attention_scores: also return f, `[batch, H*W, L']`.
+
+    Input shape:
+        4D tensor `(batch, height, width, channels)`; height and width may be
+        unknown.
+
+    Output shape:
+        Same as the input.
+
+    Example:
+    >>> NonLocal2D(mode="dot_product")(keras.random.normal((1, 6, 6, 16))).shape
+    TensorShape([1, 6, 6, 16])
+    """
+
+    def __init__(self, reduction=2, mode="embedded_gaussian", sub_sample=False,
+                 use_scale=True, **kwargs):
+        super().__init__(**kwargs)
+        self.reduction = checks.check_positive_int("reduction", reduction)
+        self.mode = checks.check_choice("mode", mode, NON_LOCAL_MODES)
+        self.sub_sample = bool(sub_sample)
+        self.use_scale = bool(use_scale)
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    def build(self, input_shape):
+        channels = checks.checked_channels("inputs", input_shape)
+        inner = max(channels // self.reduction, 1)
+        projection = keras.initializers.RandomNormal(stddev=0.01)
+
+        def conv(name, shape, kernel_initializer):
+            return (self.add_weight(name=f"{name}_kernel", shape=shape,
+                                    initializer=kernel_initializer),
+                    self.add_weight(name=f"{name}_bias", shape=shape[-1:],
+                                    initializer="zeros"))
+
+        self.theta_weights = self.phi_weights = None
+        if self.mode != "gaussian":
+            self.theta_weights = conv("theta", (channels, inner), projection)
+            self.phi_weights = conv("phi", (channels, inner), projection)
+        self.g_weights = conv("g", (channels, inner), projection)
+        self.output_weights = conv("output", (inner, channels), "zeros")
+        self.concat_kernel = None
+        if self.mode == "concatenation":
+            self.concat_kernel = self.add_weight(
+                name="concat_kernel", shape=(2 * inner,), initializer=projection)
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
+
+    def call(self, inputs, return_attention_scores=False):
+        outputs, weights = non_local_2d(
+            inputs, self.theta_weights, self.phi_weights, self.g_weights,
+            self.output_weights, mode=self.mode, sub_sample=self.sub_sample,
+            use_scale=self.use_scale, concat_weights=self.concat_kernel)
+        return (outputs, weights) if return_attention_scores else outputs
+
+    def compute_output_shape(self, input_shape):
+        checks.checked_channels("inputs", input_shape)
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(reduction=self.reduction, mode=self.mode,
+                      sub_sample=self.sub_sample, use_scale=self.use_scale)
+        return config

@@ -1,0 +1,68 @@
+"""The `SqueezeExcitation` Keras layer (SE block, CVPR 2018)."""
+
+import keras
+
+from keras_relnet.ops import checks
+from keras_relnet.ops.context import squeeze_excitation
+
+
+@keras.saving.register_keras_serializable(package="keras_relnet")
+class SqueezeExcitation(keras.layers.Layer):
+    """Squeeze-excitation: rescale channels by a gate computed from the mean.
+
+    `out = x * sigmoid(W2 ReLU(W1 GAP(x) + b1) + b2)` with `W1: C -> int(C *
+    ratio)` (Hu et al., "Squeeze-and-Excitation Networks", CVPR 2018).
+
+    Args:
+        ratio: reduction, hidden width `int(C * ratio)` (1/16 in the paper).
+        kernel_initializer: initializer of both Dense kernels.
+        **kwargs: base `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: `[batch, height, width, channels]`.
+
+    Input shape:
+        4D tensor `(batch, height, width, channels)`.
+
+    Output shape:
+        Same as the input.
+
+    Example:
+    >>> SqueezeExcitation(ratio=1 / 4)(keras.random.normal((1, 5, 5, 8))).shape
+    TensorShape([1, 5, 5, 8])
+    """
+
+    def __init__(self, ratio=1 / 16, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.ratio = checks.check_positive_number("ratio", ratio)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    def build(self, input_shape):
+        channels = checks.checked_channels("inputs", input_shape)
+        hidden = int(channels * self.ratio)
+        if hidden < 1:
+            raise ValueError(
+                f"`ratio` ({self.ratio}) gives int({channels} * {self.ratio}) = "
+                f"{hidden} < 1 hidden units for {channels} input channels."
+            )
+        weight = lambda name, shape, initializer: self.add_weight(
+            name=name, shape=shape, initializer=initializer)
+        self.kernel1 = weight("kernel1", (channels, hidden), self.kernel_initializer)
+        self.bias1 = weight("bias1", (hidden,), "zeros")
+        self.kernel2 = weight("kernel2", (hidden, channels), self.kernel_initializer)
+        self.bias2 = weight("bias2", (channels,), "zeros")
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
+
+    def call(self, inputs):
+        return squeeze_excitation(inputs, self.kernel1, self.bias1, self.kernel2, self.bias2)
+
+    def compute_output_shape(self, input_shape):
+        checks.checked_channels("inputs", input_shape)
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(ratio=self.ratio,
+                      kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
+        return config
