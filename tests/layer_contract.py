@@ -107,7 +107,10 @@ def assert_mirrored_matches_one_device(make_layer, input_shape):
         model.fit(images, labels, batch_size=input_shape[0], epochs=2, shuffle=False, verbose=0)
         return model.get_weights()
 
-    mirrored = trained_weights(tf.distribute.MirroredStrategy(devices))
+    # ReductionToOneDevice: collective ops would clash with the keys of an
+    # earlier MirroredStrategy in the same test process.
+    mirrored = trained_weights(tf.distribute.MirroredStrategy(
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice()))
     single = trained_weights(tf.distribute.OneDeviceStrategy(devices[0]))
     for a, b in zip(mirrored, single):
         np.testing.assert_allclose(a, b, atol=1e-5)
