@@ -8,11 +8,17 @@ a projection shortcut where the shape changes.
 """
 
 import math
-import os
 
 import keras
 
-from keras_relnet.applications.inputs import application_inputs
+from keras_relnet.applications.common import (
+    application,
+    application_inputs,
+    checked_pooling,
+    checked_weights,
+    classification_head,
+)
+from keras_relnet.applications.context_plan import context_plan
 from keras_relnet.layers.local_relation import LocalRelation2D
 from keras_relnet.ops import checks
 
@@ -34,6 +40,9 @@ def LRNet(
     width_multiplier=1.0,
     zero_init_residual=True,
     relation_options=None,
+    context_block=None,
+    context_stages=None,
+    context_ratio=1 / 16,
     include_top=True,
     weights=None,
     input_tensor=None,
@@ -58,6 +67,10 @@ def LRNet(
             every block begins as the identity.
         relation_options: extra `LocalRelation2D` arguments for every relation
             layer (e.g. `{"implementation": "xla"}`).
+        context_block: None, "gc", "snl", "se" or "nl": global-context blocks
+            placed as in ResNet (see `keras_relnet.applications.context_plan`).
+        context_stages: stages with context blocks, ints 2..5 or "c2".."c5".
+        context_ratio: bottleneck ratio of GC and SE blocks.
         include_top: whether to end with the pooled `classes`-way classifier.
         weights: None (random initialisation) or the path to a weights file
             saved by `model.save_weights` (nothing is ever downloaded).
@@ -92,11 +105,9 @@ def LRNet(
     m = checks.check_positive_int("channels_per_group", channels_per_group)
     relation = dict(relation_options or {}, kernel_size=kernel_size,
                     channels_per_group=m)
-    weights = _checked_weights(weights)
-    if not include_top and pooling not in (None, "avg", "max"):
-        raise ValueError(
-            f"`pooling` must be None, 'avg' or 'max'; received {pooling!r}."
-        )
+    plan = context_plan(context_block, context_stages, context_ratio)
+    weights = checked_weights(weights)
+    checked_pooling(include_top, pooling)
     inputs, image = application_inputs(
         input_tensor, input_shape, include_top, name="input_layer"
     )
@@ -116,6 +127,11 @@ def LRNet(
         zip(depths, stage_widths, stage_outputs)
     ):
         for block in range(depth):
+            prefix = f"stage{stage + 2}_block{block + 1}"
+            if plan is not None:
+                non_local = plan.stage_layer(stage + 2, block, depth,
+                                             f"stage{stage + 2}_nonlocal")
+                x = non_local(x) if non_local is not None else x
             x = _bottleneck(
                 x,
                 width=grouped(width),
@@ -123,75 +139,27 @@ def LRNet(
                 strides=2 if stage > 0 and block == 0 else 1,
                 relation=relation,
                 zero_init_residual=zero_init_residual,
-                name=f"stage{stage + 2}_block{block + 1}",
+                context=(None if plan is None
+                         else plan.block_layer(stage + 2, f"{prefix}_context")),
+                name=prefix,
             )
 
-    x = _head(x, include_top, pooling, classes, classifier_activation)
+    x = classification_head(x, include_top, pooling, classes, classifier_activation)
     model = keras.Model(inputs, x, name=name)
     if weights is not None:
         model.load_weights(weights)
     return model
 
 
-def LRNet26(include_top=True, weights=None, input_tensor=None, input_shape=None,
-            pooling=None, classes=1000, classifier_activation="softmax",
-            name="lrnet26", **kwargs):
-    """LR-Net-26 (14.7M parameters, 2.6G multiply-adds at 224 x 224).
-
-    Args: as `keras.applications.ResNet50`, plus any `LRNet` argument in
-    `kwargs` (e.g. `width_multiplier`).
-
-    Returns:
-        A `keras.Model`.
-
-    Example:
-    >>> model = LRNet26(weights=None, classes=10, input_shape=(32, 32, 1),
-    ...                 width_multiplier=0.25)
-    """
-    return LRNet(STAGE_DEPTHS[26], include_top=include_top, weights=weights,
-                 input_tensor=input_tensor, input_shape=input_shape,
-                 pooling=pooling, classes=classes,
-                 classifier_activation=classifier_activation, name=name, **kwargs)
-
-
-def LRNet50(include_top=True, weights=None, input_tensor=None, input_shape=None,
-            pooling=None, classes=1000, classifier_activation="softmax",
-            name="lrnet50", **kwargs):
-    """LR-Net-50 (23.3M parameters, 4.3G multiply-adds at 224 x 224).
-
-    Args: as `keras.applications.ResNet50`, plus any `LRNet` argument in
-    `kwargs`.
-
-    Returns:
-        A `keras.Model`.
-
-    Example:
-    >>> model = LRNet50(include_top=False, pooling="avg")
-    """
-    return LRNet(STAGE_DEPTHS[50], include_top=include_top, weights=weights,
-                 input_tensor=input_tensor, input_shape=input_shape,
-                 pooling=pooling, classes=classes,
-                 classifier_activation=classifier_activation, name=name, **kwargs)
-
-
-def LRNet101(include_top=True, weights=None, input_tensor=None, input_shape=None,
-             pooling=None, classes=1000, classifier_activation="softmax",
-             name="lrnet101", **kwargs):
-    """LR-Net-101: LR-Net-50 with 23 blocks in stage 4.
-
-    Args: as `keras.applications.ResNet50`, plus any `LRNet` argument in
-    `kwargs`.
-
-    Returns:
-        A `keras.Model`.
-
-    Example:
-    >>> model = LRNet101(include_top=False)
-    """
-    return LRNet(STAGE_DEPTHS[101], include_top=include_top, weights=weights,
-                 input_tensor=input_tensor, input_shape=input_shape,
-                 pooling=pooling, classes=classes,
-                 classifier_activation=classifier_activation, name=name, **kwargs)
+LRNet26 = application(LRNet, "LRNet26", "lrnet26",
+                      "LR-Net-26 (14.7M parameters, 2.6G multiply-adds at 224 x 224).",
+                      stage_depths=STAGE_DEPTHS[26])
+LRNet50 = application(LRNet, "LRNet50", "lrnet50",
+                      "LR-Net-50 (23.3M parameters, 4.3G multiply-adds at 224 x 224).",
+                      stage_depths=STAGE_DEPTHS[50])
+LRNet101 = application(LRNet, "LRNet101", "lrnet101",
+                       "LR-Net-101: LR-Net-50 with 23 blocks in stage 4.",
+                       stage_depths=STAGE_DEPTHS[101])
 
 
 def preprocess_input(x, data_format=None):
@@ -213,19 +181,8 @@ def preprocess_input(x, data_format=None):
     )
 
 
-def _checked_weights(weights):
-    if weights is None:
-        return None
-    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
-        return os.fspath(weights)
-    raise ValueError(
-        "`weights` must be None (random initialisation) or the path to an "
-        f"existing weights file; received {weights!r}. keras-relnet downloads "
-        "nothing: pass a file saved with `model.save_weights`."
-    )
-
-
-def _bottleneck(x, width, outputs, strides, relation, zero_init_residual, name):
+def _bottleneck(x, width, outputs, strides, relation, zero_init_residual, context,
+                name):
     shortcut = x
     if strides != 1 or x.shape[-1] != outputs:
         shortcut = keras.layers.Conv2D(
@@ -246,23 +203,7 @@ def _bottleneck(x, width, outputs, strides, relation, zero_init_residual, name):
         gamma_initializer="zeros" if zero_init_residual else "ones",
         name=f"{name}_3_bn",
     )(x)
+    if context is not None:
+        x = context(x)
     x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
     return keras.layers.ReLU(name=f"{name}_out")(x)
-
-
-def _head(x, include_top, pooling, classes, classifier_activation):
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        # Mixed precision: the classifier and its softmax run in float32.
-        policy = keras.mixed_precision.global_policy().name
-        return keras.layers.Dense(
-            classes,
-            activation=classifier_activation,
-            dtype="float32" if policy.startswith("mixed") else None,
-            name="predictions",
-        )(x)
-    if pooling == "avg":
-        return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if pooling == "max":
-        return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-    return x

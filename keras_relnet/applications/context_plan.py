@@ -1,0 +1,82 @@
+"""Where global-context blocks go in a residual network.
+
+Both `ResNet` and `LRNet` take `context_block`, `context_stages` and
+`context_ratio`; this module turns them into a plan (spec:
+`shared/specs/global_context.md`, "Where it goes in ResNet"):
+
+- "gc", "snl", "se": one block in every bottleneck of the chosen stages, on
+  the residual branch after its last BN, before the shortcut addition;
+- "nl": one non-local block per chosen stage, before the stage's last
+  bottleneck (the detection "+1 NL in c4").
+"""
+
+from typing import NamedTuple
+
+from keras_relnet.layers.global_context import GlobalContext
+from keras_relnet.layers.non_local import NonLocal2D
+from keras_relnet.layers.simplified_non_local import SimplifiedNonLocal2D
+from keras_relnet.layers.squeeze_excitation import SqueezeExcitation
+from keras_relnet.ops import checks
+
+CONTEXT_BLOCKS = ("gc", "snl", "se", "nl")
+STAGES = (2, 3, 4, 5)
+DEFAULT_STAGES = {"gc": (3, 4, 5), "snl": (3, 4, 5), "se": (2, 3, 4, 5), "nl": (4,)}
+
+
+class ContextPlan(NamedTuple):
+    """Which context block goes where; stages are numbered 2..5 (c2..c5)."""
+
+    kind: str
+    stages: tuple
+    ratio: float
+
+    def block_layer(self, stage, name):
+        """The layer for a bottleneck of `stage`, or None."""
+        if self.kind == "nl" or stage not in self.stages:
+            return None
+        if self.kind == "gc":
+            return GlobalContext(ratio=self.ratio, name=name)
+        if self.kind == "se":
+            return SqueezeExcitation(ratio=self.ratio, name=name)
+        return SimplifiedNonLocal2D(name=name)
+
+    def stage_layer(self, stage, block, depth, name):
+        """The non-local layer before the last block of `stage`, or None."""
+        if self.kind != "nl" or stage not in self.stages or block != depth - 1:
+            return None
+        return NonLocal2D(name=name)
+
+
+def context_plan(context_block, context_stages=None, context_ratio=1 / 16):
+    """Validates the context options of a model builder.
+
+    Args:
+        context_block: None, "gc", "snl", "se" or "nl".
+        context_stages: stages that get blocks, as ints 2..5 or "c2".."c5"
+            (None: gc/snl c3-c5, se c2-c5, nl c4).
+        context_ratio: bottleneck ratio of GC and SE blocks.
+
+    Returns:
+        A `ContextPlan`, or None without a context block.
+
+    Example:
+    >>> context_plan("gc", ("c3", "c4"))
+    ContextPlan(kind='gc', stages=(3, 4), ratio=0.0625)
+    """
+    if context_block is None:
+        return None
+    checks.check_choice("context_block", context_block, CONTEXT_BLOCKS)
+    ratio = checks.check_positive_number("context_ratio", context_ratio)
+    if context_stages is None:
+        return ContextPlan(context_block, DEFAULT_STAGES[context_block], ratio)
+    stages = tuple(
+        int(stage[1:]) if isinstance(stage, str) and stage[:1] == "c" and stage[1:].isdigit()
+        else stage
+        for stage in context_stages
+    )
+    if not stages or any(stage not in STAGES for stage in stages):
+        raise ValueError(
+            "`context_stages` must be a non-empty sequence of stages from 2..5 "
+            f"(or 'c2'..'c5'); received {context_stages!r}."
+        )
+    return ContextPlan(context_block, tuple(sorted(set(stages))), ratio)
