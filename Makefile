@@ -18,6 +18,7 @@ test-slow: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(PY) benchmarks/local_relation.py
+	$(PY) benchmarks/context_blocks.py
 
 install: $(INSTALLED)
 

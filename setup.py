@@ -18,6 +18,7 @@ setup(
         "garden": ["tf-keras~=2.20.0", "tf-models-official==2.20.0"],
         "export": ["tf2onnx>=1.17", "onnxruntime", "ai-edge-litert"],
         "demo": ["scikit-learn"],
+        "visualize": ["matplotlib"],
         "test": ["pytest", "hypothesis", "scikit-learn"],
     },
     license="Apache-2.0",

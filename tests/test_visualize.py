@@ -1,0 +1,44 @@
+"""Attention maps of context blocks on a real photo, and their figure."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.datasets import load_sample_image
+
+from keras_relnet.applications import ResNet26, preprocess_input
+from keras_relnet.visualize import context_attention, plot_attention
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return tf.image.resize(load_sample_image("china.jpg"), (96, 128)).numpy()
+
+
+def test_gc_block_gives_one_normalised_map(photo):
+    model = ResNet26(context_block="gc", input_shape=(96, 128, 3), classes=3)
+    maps = context_attention(model, preprocess_input(photo.copy()))
+    assert maps.shape == (1, 3, 4)  # the c5 feature grid of a 96x128 image
+    np.testing.assert_allclose(maps.sum(axis=(1, 2)), [1.0], rtol=1e-5)
+
+
+def test_non_local_block_gives_one_map_per_query_pixel(photo, tmp_path):
+    model = ResNet26(context_block="nl", input_shape=(96, 128, 3), classes=3)
+    queries = ((0.2, 0.2), (0.8, 0.7))
+    maps = context_attention(model, preprocess_input(photo.copy()), query_points=queries)
+    assert maps.shape == (2, 6, 8)  # the c4 grid
+    np.testing.assert_allclose(maps.sum(axis=(1, 2)), [1.0, 1.0], rtol=1e-5)
+    path = plot_attention(photo, maps, str(tmp_path / "nl.png"), query_points=queries,
+                          titles=["query 1", "query 2"])
+    with open(path, "rb") as png:
+        assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_requests_raise_value_error(photo):
+    plain = ResNet26(input_shape=(96, 128, 3), classes=3)
+    with pytest.raises(ValueError, match="has no GlobalContext"):
+        context_attention(plain, photo)
+    with pytest.raises(ValueError, match="`layer_name` must name a GlobalContext"):
+        context_attention(plain, photo, layer_name="conv1_conv")
+    gc = ResNet26(context_block="gc", input_shape=(96, 128, 3), classes=3)
+    with pytest.raises(ValueError, match="`image` must be one"):
+        context_attention(gc, photo[None])
