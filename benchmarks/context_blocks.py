@@ -24,9 +24,10 @@ MODELS = {"ResNet-50": ResNet50, "GC-ResNet-50 (r16)": GCResNet50,
           "SE-ResNet-50 (r16)": SEResNet50, "NL-ResNet-50 (+1 NL c4)": NLResNet50}
 
 
-def step_ms(builder, batch, size, repeats):
+def step_ms(builder, batch, size, repeats, jit_compile):
     model = builder(input_shape=(size, size, 3), classes=1000)
-    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy",
+                  jit_compile=jit_compile)
     images = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
     labels = np.arange(batch) % 1000
     model.train_on_batch(images, labels)  # trace
@@ -42,12 +43,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="112 x 112, batch 2")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--jit-compile", action="store_true",
+                        help="XLA-compile the train step (what Keras does on GPU)")
     args = parser.parse_args()
     batch, size = (2, 112) if args.quick else (8, 224)
     repeats = 2 if args.quick else args.repeats
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores; batch {batch}, "
-          f"{size}x{size}; train step = forward + backward + SGD, median of {repeats}.")
-    rows = {name: step_ms(builder, batch, size, repeats) for name, builder in MODELS.items()}
+          f"{size}x{size}; train step = forward + backward + SGD, median of {repeats}; "
+          f"jit_compile={args.jit_compile}.")
+    rows = {name: step_ms(builder, batch, size, repeats, args.jit_compile)
+            for name, builder in MODELS.items()}
     base_params, base_ms = rows["ResNet-50"]
     print(f"{'model':<26}{'parameters':>13}{'step ms':>10}{'vs ResNet-50':>14}")
     for name, (params, ms) in rows.items():

@@ -93,7 +93,7 @@ def test_weights_path_round_trip_and_bad_weights(tmp_path):
 
 @pytest.mark.parametrize("options, message", [
     (dict(include_top=False, pooling="sum"), "`pooling` must be None, 'avg' or 'max'"),
-    (dict(width_multiplier=0), "`width_multiplier` must be positive"),
+    (dict(width_multiplier=0), "`width_multiplier` must be a positive number"),
     (dict(input_shape=(32, 32)), "`input_shape` must be a rank-3"),
     (dict(channels_per_group=0), "`channels_per_group` must be a positive integer"),
     (dict(kernel_size=6), "`kernel_size` must be an odd positive integer"),

@@ -24,7 +24,10 @@ DEFAULT_STAGES = {"gc": (3, 4, 5), "snl": (3, 4, 5), "se": (2, 3, 4, 5), "nl": (
 
 
 class ContextPlan(NamedTuple):
-    """Which context block goes where; stages are numbered 2..5 (c2..c5)."""
+    """Which context block goes where; stages are numbered 2..5 (c2..c5).
+
+    With `kind=None` the plan places nothing.
+    """
 
     kind: str
     stages: tuple
@@ -32,7 +35,7 @@ class ContextPlan(NamedTuple):
 
     def block_layer(self, stage, name):
         """The layer for a bottleneck of `stage`, or None."""
-        if self.kind == "nl" or stage not in self.stages:
+        if self.kind in (None, "nl") or stage not in self.stages:
             return None
         if self.kind == "gc":
             return GlobalContext(ratio=self.ratio, name=name)
@@ -40,11 +43,12 @@ class ContextPlan(NamedTuple):
             return SqueezeExcitation(ratio=self.ratio, name=name)
         return SimplifiedNonLocal2D(name=name)
 
-    def stage_layer(self, stage, block, depth, name):
-        """The non-local layer before the last block of `stage`, or None."""
+    def before_block(self, x, stage, block, depth, name):
+        """`x` through the non-local layer when `block` is the last of `stage`
+        and the plan puts one there; else `x` unchanged."""
         if self.kind != "nl" or stage not in self.stages or block != depth - 1:
-            return None
-        return NonLocal2D(name=name)
+            return x
+        return NonLocal2D(name=name)(x)
 
 
 def context_plan(context_block, context_stages=None, context_ratio=1 / 16):
@@ -57,14 +61,14 @@ def context_plan(context_block, context_stages=None, context_ratio=1 / 16):
         context_ratio: bottleneck ratio of GC and SE blocks.
 
     Returns:
-        A `ContextPlan`, or None without a context block.
+        A `ContextPlan` (placing nothing when `context_block` is None).
 
     Example:
     >>> context_plan("gc", ("c3", "c4"))
     ContextPlan(kind='gc', stages=(3, 4), ratio=0.0625)
     """
     if context_block is None:
-        return None
+        return ContextPlan(None, (), 0.0)
     checks.check_choice("context_block", context_block, CONTEXT_BLOCKS)
     ratio = checks.check_positive_number("context_ratio", context_ratio)
     if context_stages is None:

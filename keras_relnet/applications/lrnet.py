@@ -98,10 +98,7 @@ def LRNet(
             f"length; received {len(depths)}, {len(stage_widths)} and "
             f"{len(stage_outputs)}."
         )
-    if not width_multiplier > 0:
-        raise ValueError(
-            f"`width_multiplier` must be positive; received {width_multiplier!r}."
-        )
+    checks.check_positive_number("width_multiplier", width_multiplier)
     m = checks.check_positive_int("channels_per_group", channels_per_group)
     relation = dict(relation_options or {}, kernel_size=kernel_size,
                     channels_per_group=m)
@@ -128,10 +125,7 @@ def LRNet(
     ):
         for block in range(depth):
             prefix = f"stage{stage + 2}_block{block + 1}"
-            if plan is not None:
-                non_local = plan.stage_layer(stage + 2, block, depth,
-                                             f"stage{stage + 2}_nonlocal")
-                x = non_local(x) if non_local is not None else x
+            x = plan.before_block(x, stage + 2, block, depth, f"stage{stage + 2}_nonlocal")
             x = _bottleneck(
                 x,
                 width=grouped(width),
@@ -139,8 +133,7 @@ def LRNet(
                 strides=2 if stage > 0 and block == 0 else 1,
                 relation=relation,
                 zero_init_residual=zero_init_residual,
-                context=(None if plan is None
-                         else plan.block_layer(stage + 2, f"{prefix}_context")),
+                context=plan.block_layer(stage + 2, f"{prefix}_context"),
                 name=prefix,
             )
 

@@ -81,14 +81,12 @@ def ResNet(
         stage = index + 2
         for block in range(depth):
             prefix = f"conv{stage}_block{block + 1}"
-            if plan is not None:
-                non_local = plan.stage_layer(stage, block, depth, f"conv{stage}_nonlocal")
-                x = non_local(x) if non_local is not None else x
+            x = plan.before_block(x, stage, block, depth, f"conv{stage}_nonlocal")
             x = _bottleneck(
                 x, filters,
                 strides=2 if block == 0 and stage > 2 else 1,
                 projection=block == 0,
-                context=None if plan is None else plan.block_layer(stage, f"{prefix}_context"),
+                context=plan.block_layer(stage, f"{prefix}_context"),
                 name=prefix,
             )
 
