@@ -514,23 +514,33 @@ def _relation(window, unrolled):
             d_prior = tf.reshape(
                 tf.transpose(tf.reduce_sum(d_logits, [1, 2, 3])), tf.shape(prior)
             )
-            d_output_spread = grid.spread(d_output_c)
-            query_spread = grid.spread(query_c)
-            d_query, d_key, d_value = grid.sum_over_cells(
-                lambda cell: grid.cell_input_gradients(
-                    cell, d_logits, weights, d_output_spread, query_c,
-                    query_spread, key_c, key_padded,
-                ),
-                (
-                    tf.zeros_like(query_c),
-                    tf.zeros_like(key_c),
-                    tf.zeros(grid.grouped_input_shape, dtype),
-                ),
+            padded = dict(
+                query=grid.pad(query_c),
+                d_output=grid.pad(d_output_c),
+                key=key_padded,
             )
+            d_query = tf.zeros_like(query_c)
+            d_key_phases, d_value_phases = {}, {}
+            for phase, cells in grid.phases().items():
+                key_phase = grid.at_phase(key_c, phase)
+                d_query, d_key_phases[phase], d_value_phases[phase] = grid.sum_over_cells(
+                    lambda cell: grid.cell_input_gradients(
+                        cell, phase, d_logits, weights, query_c, key_phase, padded),
+                    (
+                        d_query,
+                        tf.zeros_like(key_phase),
+                        tf.zeros(grid.phase_shape(phase, grid.groups, grid.group_size),
+                                 dtype),
+                    ),
+                    cells,
+                )
+            d_key = grid.merge_phases(d_key_phases)
+            d_value = grid.merge_phases(
+                {phase: grid.merge_groups(t) for phase, t in d_value_phases.items()})
             return (
                 tf.cast(d_query, query.dtype),
                 tf.cast(d_key, key.dtype),
-                tf.cast(grid.merge_groups(d_value), value.dtype),
+                tf.cast(d_value, value.dtype),
                 tf.cast(d_prior, prior.dtype),
             )
 
@@ -611,30 +621,62 @@ class _Grid:
             self.out_height, self.out_width, w.strides,
         )
 
-    def spread(self, tensor):
-        """Output grid -> padded input grid: output pixel i lands on input row
-        `s*i` (zeros between strided centres), then `pad`."""
-        s = self.window.strides
-        if s > 1:
-            dims = _dims(tensor)
-            spaced = tf.pad(
-                tensor[:, :, None, :, None, :],
-                [[0, 0], [0, 0], [0, s - 1], [0, 0], [0, s - 1], [0, 0]],
-            )
-            tensor = tf.reshape(spaced, [dims[0], dims[1] * s, dims[2] * s, dims[3]])
-        return self.pad(tensor)
-
-    def from_cell(self, spread, cell):
-        """Backward view, the transpose of `at_cell`: for every input pixel p,
-        the `spread` value of the output pixel whose window cell (u, v) is p
-        (zero where there is none)."""
+    def phases(self):
+        """`{(a, b): cells}`: input pixel `(s*P + a, s*Q + b)` is reached only
+        through the window cells (u, v) with `d*(u - r) = a` and
+        `d*(v - r) = b` (mod s); one phase when s = 1."""
         w = self.window
-        row, col = cell // w.kernel_size, cell % w.kernel_size
-        last = w.kernel_size - 1
-        return self._take(
-            spread, (last - row) * w.dilation_rate, (last - col) * w.dilation_rate,
-            self.height, self.width, 1,
-        )
+        groups = {}
+        for cell in range(w.num_cells):
+            taps = divmod(cell, w.kernel_size)
+            phase = tuple(w.dilation_rate * (t - w.radius) % w.strides for t in taps)
+            groups.setdefault(phase, []).append(cell)
+        return groups
+
+    def _phase_size(self, size, phase):
+        return (size - phase + self.window.strides - 1) // self.window.strides
+
+    def phase_shape(self, phase, *channels):
+        """Shape of a phase grid: the input pixels `(s*P + a, s*Q + b)`."""
+        return [self.grouped_input_shape[0], self._phase_size(self.height, phase[0]),
+                self._phase_size(self.width, phase[1]), *channels]
+
+    def at_phase(self, tensor, phase):
+        """The input-grid `tensor` at the pixels of `phase`."""
+        s = self.window.strides
+        return tensor[:, phase[0]::s, phase[1]::s, :]
+
+    def from_cell(self, padded_output, cell, phase):
+        """Backward view, the transpose of `at_cell`: for every input pixel
+        of `phase`, the value of `padded_output` (an output-grid tensor, `pad`-
+        ded) at the output pixel whose window cell `cell` is that pixel (the
+        zero padding where there is none)."""
+        w = self.window
+        taps = (cell // w.kernel_size, cell % w.kernel_size)
+        # Input s*P + a is cell tap t of output P - (d*(t - r) - a) / s.
+        begin = [w.padding - (w.dilation_rate * (t - w.radius) - a) // w.strides
+                 for t, a in zip(taps, phase)]
+        rows, cols = self.phase_shape(phase)[1:3]
+        return self._take(padded_output, begin[0], begin[1], rows, cols, 1)
+
+    def merge_phases(self, phase_tensors):
+        """Interleaves `{phase: [B, rows, cols, C]}` into the `[B, H, W, C]`
+        input grid (phases without cells receive no gradient: zeros)."""
+        s = self.window.strides
+        if s == 1:
+            return phase_tensors[(0, 0)]
+        sample = next(iter(phase_tensors.values()))
+        rows, cols = self._phase_size(self.height, 0), self._phase_size(self.width, 0)
+        full = lambda phase: tf.pad(
+            phase_tensors[phase] if phase in phase_tensors
+            else tf.zeros(self.phase_shape(phase, sample.shape[-1]), sample.dtype),
+            [[0, 0], [0, rows - self._phase_size(self.height, phase[0])],
+             [0, cols - self._phase_size(self.width, phase[1])], [0, 0]])
+        interleaved = tf.stack(
+            [tf.stack([full((a, b)) for b in range(s)], axis=3) for a in range(s)], axis=2)
+        batch = self.grouped_input_shape[0]
+        merged = tf.reshape(interleaved, [batch, rows * s, cols * s, sample.shape[-1]])
+        return merged[:, : self.height, : self.width, :]
 
     def split_groups(self, tensor):
         """`[B, Ho, Wo, C]` -> `[B, Ho, Wo, G, m]`."""
@@ -670,29 +712,31 @@ class _Grid:
         cell_value = self.split_groups(self.at_cell(value_padded, cell))
         return tf.reduce_sum(d_grouped * cell_value, axis=-1)
 
-    def cell_input_gradients(
-        self, cell, d_logits, weights, d_output_spread, query, query_spread,
-        key, key_padded,
-    ):
+    def cell_input_gradients(self, cell, phase, d_logits, weights, query, key_phase,
+                             padded):
         """Cell `cell`'s share of (dL/dquery, dL/dkey, dL/dvalue grouped).
 
         dquery is gathered at the output pixels; dkey and dvalue at the input
-        pixels, from the output pixels that see them through this cell.
+        pixels of `phase`, from the output pixels that see them through this
+        cell. `padded` holds the `pad`-ded "query", "d_output" and "key".
         """
         composability = self.window.composability
         d_phi = self.window.scale * tf.gather(d_logits, cell)
         d_phi_d_query, _ = _compose_partials(
-            query, self.at_cell(key_padded, cell), composability
+            query, self.at_cell(padded["key"], cell), composability
         )
-        d_phi_seen = self.from_cell(self.spread(d_phi), cell)
+        seen = lambda tensor: self.from_cell(self.pad(tensor), cell, phase)
         _, d_phi_d_key = _compose_partials(
-            self.from_cell(query_spread, cell), key, composability
+            self.from_cell(padded["query"], cell, phase), key_phase, composability)
+        rows, cols = self.phase_shape(phase)[1:3]
+        d_output = tf.reshape(
+            self.from_cell(padded["d_output"], cell, phase),
+            [self.grouped_input_shape[0], rows, cols, self.groups, self.group_size])
+        return (
+            d_phi * d_phi_d_query,
+            seen(d_phi) * d_phi_d_key,
+            seen(tf.gather(weights, cell))[..., None] * d_output,
         )
-        weights_seen = self.from_cell(self.spread(tf.gather(weights, cell)), cell)
-        d_value = weights_seen[..., None] * self.split_input_groups(
-            self.from_cell(d_output_spread, cell)
-        )
-        return d_phi * d_phi_d_query, d_phi_seen * d_phi_d_key, d_value
 
     def stack_over_cells(self, cell_fn):
         """`[k*k, ...]`: `cell_fn(cell)` for every cell, stacked on axis 0."""
@@ -708,22 +752,23 @@ class _Grid:
         )
         return array.stack()
 
-    def sum_over_cells(self, cell_fn, initial):
-        """Sums the tuples `cell_fn(cell)` over every cell, starting at
-        `initial`."""
-        cells = self.window.num_cells
+    def sum_over_cells(self, cell_fn, initial, cells=None):
+        """Sums the tuples `cell_fn(cell)` over `cells` (default: every
+        cell), starting at `initial`."""
+        cells = list(range(self.window.num_cells)) if cells is None else cells
         if self.unrolled:
             totals = initial
-            for cell in range(cells):
+            for cell in cells:
                 totals = tuple(t + x for t, x in zip(totals, cell_fn(cell)))
             return totals
+        cell_ids = tf.constant(cells, tf.int32)
 
-        def body(cell, *totals):
-            terms = cell_fn(cell)
-            return (cell + 1,) + tuple(t + x for t, x in zip(totals, terms))
+        def body(index, *totals):
+            terms = cell_fn(cell_ids[index])
+            return (index + 1,) + tuple(t + x for t, x in zip(totals, terms))
 
         results = tf.while_loop(
-            lambda cell, *_: cell < cells,
+            lambda index, *_: index < len(cells),
             body,
             (tf.constant(0),) + tuple(initial),
             parallel_iterations=1,
