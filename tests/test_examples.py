@@ -28,3 +28,11 @@ def test_local_relation_benchmark_quick_run_prints_every_implementation():
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("reference", "xla", "naive extract_patches", "depthwise 7x7"):
         assert result.stdout.count(name) == 2, result.stdout
+
+
+@pytest.mark.slow
+def test_context_benchmark_quick_run_prints_every_model():
+    result = run_script("benchmarks/context_blocks.py", "--quick")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("ResNet-50", "GC-ResNet-50", "SE-ResNet-50", "NL-ResNet-50"):
+        assert name in result.stdout, result.stdout
