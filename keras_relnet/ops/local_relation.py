@@ -682,10 +682,6 @@ class _Grid:
         """`[B, Ho, Wo, C]` -> `[B, Ho, Wo, G, m]`."""
         return tf.reshape(tensor, self.grouped_output_shape)
 
-    def split_input_groups(self, tensor):
-        """`[B, H, W, C]` -> `[B, H, W, G, m]`."""
-        return tf.reshape(tensor, self.grouped_input_shape)
-
     def merge_groups(self, grouped):
         """`[..., G, m]` -> `[..., C]`."""
         return tf.reshape(grouped, _dims(grouped)[:3] + [self.channels])
