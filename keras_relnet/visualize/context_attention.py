@@ -45,7 +45,7 @@ def context_attention(model, image, layer_name=None, query_points=((0.5, 0.5),))
             f"`image` must be one [height, width, channels] image; received shape "
             f"{image.shape}."
         )
-    features = keras.Model(model.inputs, layer.input)(image[None])
+    features = keras.Model(model.input, layer.input)(image[None])
     _, scores = layer(features, return_attention_scores=True)
     height, width = features.shape[1:3]
     if isinstance(layer, NonLocal2D):
