@@ -69,15 +69,6 @@ class GlobalContext(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
-    def _bottleneck_width(self, channels):
-        width = int(channels * self.ratio)
-        if width < 1:
-            raise ValueError(
-                f"`ratio` ({self.ratio}) gives a bottleneck of int({channels} * "
-                f"{self.ratio}) = {width} < 1 channels for {channels} input channels."
-            )
-        return width
-
     def build(self, input_shape):
         channels = checks.checked_channels("inputs", input_shape)
         self.pooling_weights = ()
@@ -100,7 +91,7 @@ class GlobalContext(keras.layers.Layer):
         if self.transform == "linear":
             return (weight("kernel", (channels, channels), "zeros"),
                     weight("bias", (channels,), "zeros"))
-        width = self._bottleneck_width(channels)
+        width = checks.checked_reduced_width(channels, self.ratio, "channels")
         return (
             weight("kernel1", (channels, width), self.kernel_initializer),
             weight("bias1", (width,), "zeros"),

@@ -40,12 +40,7 @@ class SqueezeExcitation(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = checks.checked_channels("inputs", input_shape)
-        hidden = int(channels * self.ratio)
-        if hidden < 1:
-            raise ValueError(
-                f"`ratio` ({self.ratio}) gives int({channels} * {self.ratio}) = "
-                f"{hidden} < 1 hidden units for {channels} input channels."
-            )
+        hidden = checks.checked_reduced_width(channels, self.ratio, "hidden units")
         weight = lambda name, shape, initializer: self.add_weight(
             name=name, shape=shape, initializer=initializer)
         self.kernel1 = weight("kernel1", (channels, hidden), self.kernel_initializer)

@@ -147,3 +147,27 @@ def checked_channels(name, input_shape):
             f"`{name}` must have a known channel dimension; received shape {dims}."
         )
     return int(dims[-1])
+
+
+def checked_reduced_width(channels, ratio, unit):
+    """The width `int(channels * ratio)` of a bottleneck, which must be >= 1.
+
+    Args:
+        channels: the input channel count C.
+        ratio: the layer's `ratio` argument.
+        unit: what the width counts, for the message ("channels", ...).
+
+    Returns:
+        `int(channels * ratio)`.
+
+    Example:
+    >>> checked_reduced_width(1024, 1 / 16, "channels")
+    64
+    """
+    width = int(channels * ratio)
+    if width < 1:
+        raise ValueError(
+            f"`ratio` ({ratio}) gives int({channels} * {ratio}) = {width} < 1 "
+            f"{unit} for {channels} input channels."
+        )
+    return width

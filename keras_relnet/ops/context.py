@@ -10,14 +10,12 @@ inputs; results come back in the input dtype.
 
 import tensorflow as tf
 
+from keras_relnet.ops.precision import at_least_float32
+
 POOLINGS = ("attention", "average")
 FUSIONS = ("add", "multiply")
 TRANSFORMS = ("bottleneck", "linear")
 NON_LOCAL_MODES = ("embedded_gaussian", "dot_product", "gaussian", "concatenation")
-
-
-def _float32(tensor):
-    return tf.cast(tensor, tf.float64 if tensor.dtype == tf.float64 else tf.float32)
 
 
 def attention_pool(inputs, logits):
@@ -36,9 +34,9 @@ def attention_pool(inputs, logits):
     array([[1., 1., 1.]], dtype=float32)
     """
     shape = tf.shape(logits)
-    flat = tf.reshape(_float32(logits), [shape[0], -1])
+    flat = tf.reshape(at_least_float32(logits), [shape[0], -1])
     weights = tf.nn.softmax(flat, axis=-1)
-    values = tf.reshape(_float32(inputs), [shape[0], -1, inputs.shape[-1]])
+    values = tf.reshape(at_least_float32(inputs), [shape[0], -1, inputs.shape[-1]])
     context = tf.einsum("bl,blc->bc", weights, values)
     return tf.cast(context, inputs.dtype), tf.reshape(weights, shape[:3])
 
@@ -56,7 +54,7 @@ def average_pool(inputs):
     >>> average_pool(tf.reshape(tf.range(4.0), [1, 2, 2, 1])).numpy()
     array([[1.5]], dtype=float32)
     """
-    return tf.cast(tf.reduce_mean(_float32(inputs), axis=[1, 2]), inputs.dtype)
+    return tf.cast(tf.reduce_mean(at_least_float32(inputs), axis=[1, 2]), inputs.dtype)
 
 
 def dense(inputs, kernel, bias=None):
@@ -97,10 +95,10 @@ def layer_norm(inputs, gamma, beta, epsilon=1e-5):
     >>> layer_norm(tf.constant([[1.0, 3.0]]), tf.ones([2]), tf.zeros([2])).numpy()
     array([[-0.999995,  0.999995]], dtype=float32)
     """
-    values = _float32(inputs)
+    values = at_least_float32(inputs)
     mean, variance = tf.nn.moments(values, axes=[-1], keepdims=True)
     normalised = (values - mean) * tf.math.rsqrt(variance + epsilon)
-    normalised = normalised * _float32(gamma) + _float32(beta)
+    normalised = normalised * at_least_float32(gamma) + at_least_float32(beta)
     return tf.cast(normalised, inputs.dtype)
 
 
@@ -232,10 +230,10 @@ def non_local_weights(theta, phi, mode, use_scale=True, concat_weights=None):
     >>> round(float(f[0, 0, 0]), 4)
     0.6667
     """
-    theta, phi = _float32(theta), _float32(phi)
+    theta, phi = at_least_float32(theta), at_least_float32(phi)
     keys = tf.cast(tf.shape(phi)[1], theta.dtype)
     if mode == "concatenation":
-        w = _float32(concat_weights)
+        w = at_least_float32(concat_weights)
         width = theta.shape[-1]
         query_term = tf.linalg.matvec(theta, w[:width])
         key_term = tf.linalg.matvec(phi, w[width:])
@@ -283,6 +281,6 @@ def non_local_2d(inputs, theta_weights, phi_weights, g_weights, output_weights,
     batch = tf.shape(inputs)[0]
     flat = lambda t: tf.reshape(t, [batch, -1, t.shape[-1]])
     weights = non_local_weights(flat(theta), flat(phi), mode, use_scale, concat_weights)
-    aggregated = tf.cast(tf.matmul(weights, _float32(flat(g))), inputs.dtype)
+    aggregated = tf.cast(tf.matmul(weights, at_least_float32(flat(g))), inputs.dtype)
     aggregated = tf.reshape(aggregated, tf.concat([tf.shape(inputs)[:3], [-1]], 0))
     return inputs + dense(aggregated, *output_weights), weights

@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_relnet.ops import checks
+from keras_relnet.ops.precision import compute_dtype
 
 COMPOSABILITIES = ("squared_difference", "dot", "abs_difference")
 IMPLEMENTATIONS = ("reference", "xla", "auto")
@@ -125,7 +126,7 @@ def geometry_prior(
     >>> p.shape
     TensorShape([2, 3, 3])
     """
-    dtype = _compute_dtype(tf.as_dtype(hidden_kernel.dtype))
+    dtype = compute_dtype(hidden_kernel.dtype)
     offsets = tf.constant(window_offsets(kernel_size), dtype=dtype)
     hidden = tf.nn.relu(
         tf.matmul(offsets, tf.cast(hidden_kernel, dtype))
@@ -457,10 +458,6 @@ def _in_xla_context():
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
-def _compute_dtype(dtype):
-    return tf.float64 if dtype == tf.float64 else tf.float32
-
-
 def _dims(tensor):
     """Static dims where known, dynamic scalars elsewhere."""
     dynamic = tf.shape(tensor)
@@ -482,7 +479,7 @@ def _relation(window, unrolled):
 
     @tf.custom_gradient
     def relation(query, key, value, prior):
-        dtype = _compute_dtype(value.dtype)
+        dtype = compute_dtype(value.dtype)
         grid = _Grid(window, query, value, dtype, unrolled)
         query_c = tf.cast(query, dtype)
         key_c = tf.cast(key, dtype)

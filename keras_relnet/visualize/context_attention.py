@@ -48,6 +48,11 @@ def context_attention(model, image, layer_name=None, query_points=((0.5, 0.5),))
     features = keras.Model(model.input, layer.input)(image[None])
     _, scores = layer(features, return_attention_scores=True)
     height, width = features.shape[1:3]
+    if scores is None:
+        raise ValueError(
+            f"Layer '{layer.name}' uses average pooling: it has no attention map."
+        )
+    scores = np.asarray(scores, "float32")
     if isinstance(layer, NonLocal2D):
         if layer.sub_sample:
             height, width = height // 2, width // 2
@@ -55,13 +60,9 @@ def context_attention(model, image, layer_name=None, query_points=((0.5, 0.5),))
         for row, col in query_points:
             pixel = int(min(row, 0.999) * features.shape[1]) * features.shape[2] + int(
                 min(col, 0.999) * features.shape[2])
-            rows.append(np.asarray(scores)[0, pixel])
-        return np.stack(rows).reshape(-1, height, width).astype("float32")
-    if scores is None:
-        raise ValueError(
-            f"Layer '{layer.name}' uses average pooling: it has no attention map."
-        )
-    return np.asarray(scores, "float32")[:, :, :].reshape(1, height, width)
+            rows.append(scores[0, pixel])
+        return np.stack(rows).reshape(-1, height, width)
+    return scores.reshape(1, height, width)
 
 
 def plot_attention(image, maps, path, titles=None, query_points=None):
