@@ -10,51 +10,13 @@ inputs; results come back in the input dtype.
 
 import tensorflow as tf
 
+from keras_relnet.ops.context_pooling import add_context, attention_pool, average_pool
 from keras_relnet.ops.precision import at_least_float32
 
 POOLINGS = ("attention", "average")
 FUSIONS = ("add", "multiply")
 TRANSFORMS = ("bottleneck", "linear")
 NON_LOCAL_MODES = ("embedded_gaussian", "dot_product", "gaussian", "concatenation")
-
-
-def attention_pool(inputs, logits):
-    """Context by attention pooling: `sum_l softmax_l(logits) * x[l]`.
-
-    Args:
-        inputs: `[B, H, W, C]`.
-        logits: `[B, H, W, 1]`, one attention logit per position.
-
-    Returns:
-        `(context [B, C], weights [B, H, W])`; the weights sum to 1 per image.
-
-    Example:
-    >>> context, weights = attention_pool(tf.ones([1, 2, 2, 3]), tf.zeros([1, 2, 2, 1]))
-    >>> context.numpy()
-    array([[1., 1., 1.]], dtype=float32)
-    """
-    shape = tf.shape(logits)
-    flat = tf.reshape(at_least_float32(logits), [shape[0], -1])
-    weights = tf.nn.softmax(flat, axis=-1)
-    values = tf.reshape(at_least_float32(inputs), [shape[0], -1, inputs.shape[-1]])
-    context = tf.einsum("bl,blc->bc", weights, values)
-    return tf.cast(context, inputs.dtype), tf.reshape(weights, shape[:3])
-
-
-def average_pool(inputs):
-    """Context by global average pooling over H and W (accumulated in float32).
-
-    Args:
-        inputs: `[B, H, W, C]`.
-
-    Returns:
-        `[B, C]`.
-
-    Example:
-    >>> average_pool(tf.reshape(tf.range(4.0), [1, 2, 2, 1])).numpy()
-    array([[1.5]], dtype=float32)
-    """
-    return tf.cast(tf.reduce_mean(at_least_float32(inputs), axis=[1, 2]), inputs.dtype)
 
 
 def dense(inputs, kernel, bias=None):
@@ -72,8 +34,12 @@ def dense(inputs, kernel, bias=None):
     >>> dense(tf.ones([2, 3]), tf.ones([3, 4]), tf.ones([4])).shape
     TensorShape([2, 4])
     """
-    outputs = tf.tensordot(inputs, tf.cast(kernel, inputs.dtype), axes=[[-1], [0]])
-    outputs.set_shape(inputs.shape[:-1].concatenate(kernel.shape[-1:]))
+    kernel = tf.cast(kernel, inputs.dtype)
+    if inputs.shape.rank == 2:
+        outputs = tf.matmul(inputs, kernel)
+    else:
+        outputs = tf.tensordot(inputs, kernel, axes=[[-1], [0]])
+        outputs.set_shape(inputs.shape[:-1].concatenate(kernel.shape[-1:]))
     if bias is not None:
         outputs += tf.cast(bias, inputs.dtype)
     return outputs
@@ -149,7 +115,7 @@ def fuse(inputs, add=None, multiply=None):
     if multiply is not None:
         outputs = outputs * tf.sigmoid(multiply)[:, None, None, :]
     if add is not None:
-        outputs = outputs + add[:, None, None, :]
+        outputs = add_context(outputs, add)
     return outputs
 
 
@@ -179,7 +145,7 @@ def global_context(inputs, pooling_weights, transforms, pooling="attention",
     """
     attention = None
     if pooling == "attention":
-        context, attention = attention_pool(inputs, dense(inputs, *pooling_weights))
+        context, attention = attention_pool(inputs, *pooling_weights)
     else:
         context = average_pool(inputs)
     fused = {
