@@ -90,21 +90,29 @@ def assert_mixed_precision_close_to_float32(make_layer, input_shape, policy, see
 
 def assert_mirrored_matches_one_device(make_layer, input_shape):
     """Two epochs of SGD on two logical CPUs end with one device's weights."""
+    def build_model():
+        inputs = keras.Input(input_shape[1:])
+        features = make_layer()(inputs)
+        outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(features))
+        return keras.Model(inputs, outputs)
+
+    images = np.random.default_rng(1).normal(size=input_shape).astype("float32")
+    assert_mirrored_fit_matches_one_device(build_model, images, np.arange(input_shape[0]) % 2)
+
+
+def assert_mirrored_fit_matches_one_device(build_model, inputs, labels):
+    """`build_model()` (2 logits) fit for two epochs on two logical CPUs and
+    on one device ends with the same weights."""
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     assert len(devices) == 2
-    images = np.random.default_rng(1).normal(size=input_shape).astype("float32")
-    labels = np.arange(input_shape[0]) % 2
 
     def trained_weights(strategy):
         with strategy.scope():
             keras.utils.set_random_seed(0)
-            inputs = keras.Input(input_shape[1:])
-            features = make_layer()(inputs)
-            outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(features))
-            model = keras.Model(inputs, outputs)
+            model = build_model()
             model.compile(keras.optimizers.SGD(0.1),
                           keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        model.fit(images, labels, batch_size=input_shape[0], epochs=2, shuffle=False, verbose=0)
+        model.fit(inputs, labels, batch_size=len(labels), epochs=2, shuffle=False, verbose=0)
         return model.get_weights()
 
     # ReductionToOneDevice: collective ops would clash with the keys of an

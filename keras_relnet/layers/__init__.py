@@ -5,3 +5,4 @@ from keras_relnet.layers.local_relation import LocalRelation2D
 from keras_relnet.layers.non_local import NonLocal2D
 from keras_relnet.layers.simplified_non_local import SimplifiedNonLocal2D
 from keras_relnet.layers.squeeze_excitation import SqueezeExcitation
+from keras_relnet.layers.object_relation import ObjectRelation
