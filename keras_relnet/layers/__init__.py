@@ -6,3 +6,5 @@ from keras_relnet.layers.non_local import NonLocal2D
 from keras_relnet.layers.simplified_non_local import SimplifiedNonLocal2D
 from keras_relnet.layers.squeeze_excitation import SqueezeExcitation
 from keras_relnet.layers.object_relation import ObjectRelation
+from keras_relnet.layers.duplicate_removal import DuplicateRemoval
+from keras_relnet.layers.relation_box_head import RelationBoxHead

@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from keras_relnet.layers.box_inputs import BoxInputLayer
 from keras_relnet.ops import checks
 from keras_relnet.ops.box_geometry import BOX_FORMATS
 from keras_relnet.ops.object_relation import RelationWeights, object_relation
@@ -44,7 +45,7 @@ def checked_object_inputs(features_shape, boxes_shape, key_mask_shape=None):
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
-class ObjectRelation(keras.layers.Layer):
+class ObjectRelation(BoxInputLayer):
     """Object relation module: attention between objects with a geometric term.
 
     Each object attends to every other (unmasked) object through its
@@ -109,14 +110,6 @@ class ObjectRelation(keras.layers.Layer):
                                  checks.check_positive_int("query_chunk_size", query_chunk_size))
         self.kernel_initializer = keras.initializers.get(
             kernel_initializer or keras.initializers.RandomNormal(stddev=0.01))
-        # Boxes must reach the op in their own dtype, not the float16 compute dtype.
-        self._convert_input_args = False
-
-    def __call__(self, features, boxes, *args, **kwargs):
-        # With input conversion off, Keras takes only tensors positionally.
-        as_tensor = lambda x: x if keras.ops.is_tensor(x) or isinstance(
-            x, keras.KerasTensor) else tf.convert_to_tensor(x)
-        return super().__call__(as_tensor(features), as_tensor(boxes), *args, **kwargs)
 
     def build(self, features_shape, boxes_shape, key_mask_shape=None):
         width = checked_object_inputs(features_shape, boxes_shape, key_mask_shape)
