@@ -8,3 +8,4 @@ from keras_relnet.layers.squeeze_excitation import SqueezeExcitation
 from keras_relnet.layers.object_relation import ObjectRelation
 from keras_relnet.layers.duplicate_removal import DuplicateRemoval
 from keras_relnet.layers.relation_box_head import RelationBoxHead
+from keras_relnet.layers.learnable_region_features import LearnableRegionFeatures
