@@ -17,9 +17,9 @@ setup(
     extras_require={
         "garden": ["tf-keras~=2.20.0", "tf-models-official==2.20.0"],
         "export": ["tf2onnx>=1.17", "onnxruntime", "ai-edge-litert"],
-        "demo": ["scikit-learn"],
+        "demo": ["scikit-learn", "pycocotools"],
         "visualize": ["matplotlib"],
-        "test": ["pytest", "hypothesis", "scikit-learn"],
+        "test": ["pytest", "hypothesis", "scikit-learn", "pycocotools"],
     },
     license="Apache-2.0",
 )
