@@ -19,6 +19,7 @@ test-slow: $(INSTALLED)
 bench: $(INSTALLED)
 	$(PY) benchmarks/local_relation.py
 	$(PY) benchmarks/context_blocks.py
+	$(PY) benchmarks/object_relation.py
 
 install: $(INSTALLED)
 

@@ -13,7 +13,6 @@ Run: `make bench` or `.venv/bin/python benchmarks/local_relation.py [--quick]`.
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -21,6 +20,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_relnet import ops  # noqa: E402
+from timing import median_ms, peak_memory_mb  # noqa: E402
 
 BATCH, KERNEL, GROUP_SIZE = 8, 7, 8
 STAGE_SHAPES = [(56, 104), (28, 200), (14, 400), (7, 800)]  # LR-Net-50 res2-res5
@@ -67,17 +67,6 @@ def candidates(size, channels):
     }
 
 
-def median_ms(step, repeats):
-    step()  # trace / compile
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
-
-
 def measure(function, inputs, repeats):
     forward = tf.function(lambda *a: function(*a))
 
@@ -91,11 +80,7 @@ def measure(function, inputs, repeats):
     forward_ms = median_ms(lambda: forward(*inputs).numpy(), repeats)
     step = lambda: [g.numpy() for g in forward_backward(*inputs)]
     backward_ms = median_ms(step, repeats)
-    tf.config.experimental.reset_memory_stats("CPU:0")
-    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
-    step()
-    peak = tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
-    return forward_ms, backward_ms, peak / 2**20
+    return forward_ms, backward_ms, peak_memory_mb(step)
 
 
 def main():

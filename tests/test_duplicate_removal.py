@@ -200,3 +200,18 @@ def test_bad_inputs_raise_value_error(shapes, name):
 def test_bad_arguments_raise_value_error(arguments, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
         DuplicateRemoval(**arguments)
+
+
+def test_mirrored_strategy_matches_one_device():
+    from tests.layer_contract import assert_mirrored_fit_matches_one_device
+
+    def build_model():
+        scores, boxes, features = keras.Input((12, 3)), keras.Input((12, 4)), keras.Input((12, 8))
+        final = small_layer()(scores, boxes, features)["scores"]
+        pooled = keras.layers.Flatten()(final)
+        return keras.Model([scores, boxes, features], keras.layers.Dense(2)(pooled))
+
+    scenes = [crowded_scene(seed) for seed in range(4)]
+    data = (np.concatenate([s[0] for s in scenes]), np.concatenate([s[1] for s in scenes]),
+            np.random.default_rng(0).normal(size=(4, 12, 8)).astype("float32"))
+    assert_mirrored_fit_matches_one_device(build_model, data, np.arange(4) % 2)

@@ -38,3 +38,19 @@ def test_context_benchmark_quick_run_prints_every_model():
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("ResNet-50", "GC-ResNet-50", "SE-ResNet-50", "NL-ResNet-50"):
         assert name in result.stdout, result.stdout
+
+
+@pytest.mark.slow
+def test_object_relation_benchmark_quick_run_prints_both_sizes():
+    result = run_script("benchmarks/object_relation.py", "--quick")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines() if re.match(r"\s+\d+ ", line)]
+    assert [row[0] for row in rows] == ["64", "128"], result.stdout
+    assert all(len(row) == 11 for row in rows), result.stdout
+
+
+@pytest.mark.slow
+def test_learned_nms_example_runs():
+    result = run_script("examples/learned_nms.py", "--steps", "300")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "greedy NMS" in result.stdout

@@ -160,3 +160,18 @@ def test_bad_inputs_raise_value_error():
                             ({"context": -1.0}, "context"), ({"embedding_dim": 3}, "embedding_dim")]:
         with pytest.raises(ValueError, match=f"`{name}`"):
             LearnableRegionFeatures(**arguments)
+
+
+def test_mirrored_strategy_matches_one_device():
+    from tests.layer_contract import assert_mirrored_fit_matches_one_device
+
+    def build_model():
+        images, boxes = keras.Input((5, 5, 2)), keras.Input((3, 4))
+        parts = LearnableRegionFeatures(output_size=2, embedding_dim=4, projection_dim=4)(
+            images, boxes)
+        pooled = keras.layers.Flatten()(parts)
+        return keras.Model([images, boxes], keras.layers.Dense(2)(pooled))
+
+    data = (np.concatenate([feature_map(5, 5, 2, 18)] * 2), boxes_inside(np.array([5, 5]), 3, 19))
+    data = (data[0], np.concatenate([data[1]] * 2))
+    assert_mirrored_fit_matches_one_device(build_model, data, np.arange(4) % 2)

@@ -122,3 +122,16 @@ def test_bad_inputs_raise_value_error():
         head(rois(1, 5, 0), np.zeros((1, 4, 4), "float32"))
     with pytest.raises(ValueError, match="`num_classes`"):
         RelationBoxHead(num_classes=0)
+
+
+def test_mirrored_strategy_matches_one_device():
+    from tests.layer_contract import assert_mirrored_fit_matches_one_device
+
+    def build_model():
+        crops, boxes = keras.Input((4, 2, 2, 3)), keras.Input((4, 4))
+        logits, deltas = RelationBoxHead(num_classes=3, fc_dim=8, num_heads=2)(crops, boxes)
+        pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Concatenate()([logits, deltas]))
+        return keras.Model([crops, boxes], keras.layers.Dense(2)(pooled))
+
+    data = (rois(4, 4, 12, size=(2, 2, 3)), random_boxes(4, 4, 13))
+    assert_mirrored_fit_matches_one_device(build_model, data, np.arange(4) % 2)

@@ -42,3 +42,27 @@ def test_bad_requests_raise_value_error(photo):
     gc = ResNet26(context_block="gc", input_shape=(96, 128, 3), classes=3)
     with pytest.raises(ValueError, match="`image` must be one"):
         context_attention(gc, photo[None])
+
+
+def test_object_relations_on_a_photo(photo, tmp_path):
+    from keras_relnet.layers import ObjectRelation
+    from keras_relnet.visualize import plot_relations, strongest_relations
+
+    boxes = np.array([[10, 10, 40, 50], [12, 14, 42, 52], [50, 70, 90, 120], [5, 90, 30, 125]],
+                     "float32")
+    features = np.random.default_rng(0).normal(size=(1, 4, 32)).astype("float32")
+    _, attention = ObjectRelation(num_heads=4)(features, boxes[None],
+                                               return_attention_scores=True)
+    pairs = strongest_relations(attention[0].numpy(), top=3)
+    assert len(pairs) == 3 and all(query != key for query, key, _ in pairs)
+    weights = attention[0].numpy().mean(0)
+    np.fill_diagonal(weights, -1)
+    assert pairs[0][2] == pytest.approx(weights.max(), abs=1e-6)
+    path = plot_relations(photo, boxes, attention[0].numpy(), str(tmp_path / "relations.png"),
+                          top=3, labels=["a", "b", "c", "d"])
+    with open(path, "rb") as png:
+        assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="`attention`"):
+        strongest_relations(np.ones((3, 4)))
+    with pytest.raises(ValueError, match="`boxes`"):
+        plot_relations(photo, boxes[:, :3], attention[0].numpy(), str(tmp_path / "bad.png"))

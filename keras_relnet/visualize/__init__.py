@@ -4,3 +4,4 @@ from keras_relnet.visualize.context_attention import (
     context_attention,
     plot_attention,
 )
+from keras_relnet.visualize.object_relations import plot_relations, strongest_relations
