@@ -20,6 +20,7 @@ bench: $(INSTALLED)
 	$(PY) benchmarks/local_relation.py
 	$(PY) benchmarks/context_blocks.py
 	$(PY) benchmarks/object_relation.py
+	$(PY) benchmarks/export.py
 
 install: $(INSTALLED)
 

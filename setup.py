@@ -19,7 +19,8 @@ setup(
         "export": ["tf2onnx>=1.17", "onnxruntime", "ai-edge-litert"],
         "demo": ["scikit-learn", "pycocotools"],
         "visualize": ["matplotlib"],
-        "test": ["pytest", "hypothesis", "scikit-learn", "pycocotools"],
+        "test": ["pytest", "hypothesis", "scikit-learn", "scikit-image", "pycocotools"],
     },
+    entry_points={"console_scripts": ["keras-relnet = keras_relnet.cli:main"]},
     license="Apache-2.0",
 )

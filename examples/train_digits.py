@@ -4,7 +4,10 @@ scikit-learn ships 1,797 8x8 handwritten digits (no download). They are
 upsampled to 32x32; a width-0.25 LR-Net-26 (every spatial convolution is a 7x7
 local relation layer) is trained with `model.fit`, must reach >= 95%
 validation accuracy, is saved as `.keras`, reloaded and re-evaluated, and the
-reloaded model must give the same accuracy.
+reloaded model must give the same accuracy. It is then exported to TFLite
+(float32, float16, full int8) and ONNX; each artefact runs on the validation
+digits, and the float ones must match Keras within 1e-4, float16 within 1e-2,
+and int8 must agree with Keras' top-1 on >= 90% of them.
 
 Run: `make demo` (or `.venv/bin/python examples/train_digits.py`).
 """
@@ -24,11 +27,20 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 from keras_relnet.applications import LRNet26  # noqa: E402
+from keras_relnet.export import export, run_exported, tflite_custom_operators  # noqa: E402
 from keras_relnet.utils import count_flops  # noqa: E402
 
 IMAGE_SIZE = 32
 TARGET_ACCURACY = 0.95
 BATCH_SIZE = 64
+# (file, export arguments, largest allowed |exported - Keras|; None: top-1 agreement)
+EXPORTS = (
+    ("lrnet26_digits.tflite", dict(format="tflite"), 1e-4),
+    ("lrnet26_digits_float16.tflite", dict(format="tflite", quantization="float16"), 1e-2),
+    ("lrnet26_digits_int8.tflite", dict(format="tflite", quantization="int8"), None),
+    ("lrnet26_digits.onnx", dict(format="onnx"), 1e-4),
+)
+INT8_TOP1_AGREEMENT = 0.90
 
 
 def digits_dataset(seed):
@@ -58,6 +70,33 @@ def build_model(steps):
     model.compile(optimizer=keras.optimizers.Adam(schedule),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
+
+
+def check_exports(model, directory, x_train, x_val):
+    """Exports `model` in every `EXPORTS` form, runs each on `x_val`, prints
+    size and parity; returns the failures."""
+    want = model.predict(x_val, verbose=0)
+    failures = []
+    print(f"\n{'artefact':32s} {'MB':>6s}  parity on {len(x_val)} validation digits")
+    for name, arguments, tolerance in EXPORTS:
+        calibration = x_train[:200] if arguments.get("quantization") == "int8" else None
+        path = export(model, directory / name, overwrite=True,
+                      representative_data=calibration, **arguments)
+        got = run_exported(path, x_val)
+        if name.endswith(".tflite") and tflite_custom_operators(path):
+            failures.append(f"{name} needs non-builtin operators {tflite_custom_operators(path)}")
+        size = os.path.getsize(path) / 1e6
+        if tolerance is None:
+            agreement = np.mean(got.argmax(-1) == want.argmax(-1))
+            print(f"{name:32s} {size:6.2f}  top-1 agreement {agreement:.4f}")
+            if agreement < INT8_TOP1_AGREEMENT:
+                failures.append(f"{name} top-1 agreement {agreement:.4f} < {INT8_TOP1_AGREEMENT}")
+        else:
+            difference = np.abs(got - want).max()
+            print(f"{name:32s} {size:6.2f}  max |exported - Keras| {difference:.1e}")
+            if difference > tolerance:
+                failures.append(f"{name} differs from Keras by {difference:.1e} > {tolerance}")
+    return failures
 
 
 def main():
@@ -91,7 +130,7 @@ def main():
     print(f"\ntrained in {train_seconds:.0f} s; validation accuracy {accuracy:.4f}")
     print(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB); reloaded accuracy "
           f"{restored_accuracy:.4f}")
-    failures = []
+    failures = check_exports(model, path.parent, x_train, x_val)
     if accuracy < TARGET_ACCURACY:
         failures.append(f"validation accuracy {accuracy:.4f} < {TARGET_ACCURACY}")
     if abs(restored_accuracy - accuracy) > 1e-6:

@@ -20,7 +20,9 @@ def test_digits_demo_reaches_95_percent_and_reloads(tmp_path):
     result = run_script("examples/train_digits.py", "--output-dir", str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "DEMO OK" in result.stdout
-    assert (tmp_path / "lrnet26_digits.keras").is_file()
+    for name in ("lrnet26_digits.keras", "lrnet26_digits.tflite", "lrnet26_digits_int8.tflite",
+                 "lrnet26_digits.onnx"):
+        assert (tmp_path / name).is_file(), name
 
 
 @pytest.mark.slow
@@ -47,6 +49,15 @@ def test_object_relation_benchmark_quick_run_prints_both_sizes():
     rows = [line.split() for line in result.stdout.splitlines() if re.match(r"\s+\d+ ", line)]
     assert [row[0] for row in rows] == ["64", "128"], result.stdout
     assert all(len(row) == 11 for row in rows), result.stdout
+
+
+@pytest.mark.slow
+def test_export_benchmark_quick_run_prints_both_models():
+    result = run_script("benchmarks/export.py", "--quick")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines()
+            if line.startswith(("lrnet26 ", "object_relation "))]
+    assert len(rows) == 2 and all(len(row) == 15 for row in rows), result.stdout
 
 
 @pytest.mark.slow

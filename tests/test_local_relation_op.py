@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_relnet import ops
+from keras_relnet.ops.portable import portable_graphs
 from numpy_local_relation import numpy_geometry_prior, numpy_local_relation
 
 SIZES = [(5, 6), (7, 7), (8, 5)]  # odd and even, smaller than a 7x7 window
@@ -44,6 +45,24 @@ def test_dilation_matches_numpy_spec(strides):
     want = numpy_local_relation(*args, strides=strides, dilation_rate=2)
     np.testing.assert_allclose(got.numpy(), want, atol=1e-5, rtol=0)
 
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("composability", ops.COMPOSABILITIES)
+def test_portable_graph_matches_numpy_spec_with_dominant_off_image_logits(strides,
+                                                                        composability):
+    # Queries above 11 and keys below -11 put every in-image logit 100+ below
+    # the zero padding's: masking after a max over all cells would underflow
+    # to 0/0, the portable (finite-mask) softmax must not.
+    query, key, value, prior = random_inputs(5, 2, 6, 5, 2, 3, 5, strides)
+    query, key = np.abs(query) + 11.0, -np.abs(key) - 11.0
+    with portable_graphs():
+        got = tf.function(lambda *a: ops.local_relation(
+            *a, strides=strides, composability=composability))(query, key, value, prior)
+    want = numpy_local_relation(query, key, value, prior, strides=strides,
+                                composability=composability)
+    # Logits reach ~500 here; float32 rounds them by ~5e-5.
+    np.testing.assert_allclose(got.numpy(), want, atol=2e-4, rtol=0)
 
 def test_geometry_prior_matches_numpy_spec():
     rng = np.random.default_rng(0)

@@ -128,7 +128,7 @@ class DuplicateRemoval(BoxInputLayer):
         refined = tf.sigmoid(tf.cast(logits, dtype))
         refined = tf.reshape(refined, [batch, classes, self.top_k, len(self.iou_thresholds)])
         return {
-            "scores": tf.cast(initial_scores, dtype)[..., None] * refined,
+            "scores": tf.expand_dims(tf.cast(initial_scores, dtype), -1) * refined,
             "initial_scores": initial_scores,
             "boxes": candidate_boxes,
             "valid": valid,

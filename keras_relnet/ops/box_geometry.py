@@ -95,8 +95,9 @@ def relative_geometry(query_boxes, key_boxes=None, box_format="yxyx", size_offse
     key_boxes = query_boxes if key_boxes is None else key_boxes
     qx, qy, qw, qh = centers_and_sizes(query_boxes, box_format, size_offset)
     kx, ky, kw, kh = centers_and_sizes(key_boxes, box_format, size_offset)
-    column = lambda t: t[:, :, None]
-    row = lambda t: t[:, None, :]
+    # expand_dims, not t[:, None]: TFLite has no builtin for new-axis slicing.
+    column = lambda t: tf.expand_dims(t, 2)
+    row = lambda t: tf.expand_dims(t, 1)
     floor = _MIN_RELATIVE_DISTANCE
     dx = tf.math.log(tf.maximum(tf.abs(column(qx) - row(kx)) / column(qw), floor))
     dy = tf.math.log(tf.maximum(tf.abs(column(qy) - row(ky)) / column(qh), floor))
@@ -128,7 +129,7 @@ def sinusoid(values, size, scale=1.0, wave_length=1000.0):
         raise ValueError(f"`size` must be even (sines and cosines); received {size}.")
     values = at_least_float32(tf.convert_to_tensor(values))
     exponents = tf.range(size // 2, dtype=values.dtype) * (2.0 / size)
-    arguments = scale * values[..., None] / tf.pow(tf.cast(wave_length, values.dtype), exponents)
+    arguments = scale * tf.expand_dims(values, -1) / tf.pow(tf.cast(wave_length, values.dtype), exponents)
     return tf.concat([tf.sin(arguments), tf.cos(arguments)], axis=-1)
 
 

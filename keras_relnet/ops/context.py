@@ -113,7 +113,7 @@ def fuse(inputs, add=None, multiply=None):
     """
     outputs = inputs
     if multiply is not None:
-        outputs = outputs * tf.sigmoid(multiply)[:, None, None, :]
+        outputs = outputs * tf.expand_dims(tf.expand_dims(tf.sigmoid(multiply), 1), 1)
     if add is not None:
         outputs = add_context(outputs, add)
     return outputs
@@ -203,7 +203,7 @@ def non_local_weights(theta, phi, mode, use_scale=True, concat_weights=None):
         width = theta.shape[-1]
         query_term = tf.linalg.matvec(theta, w[:width])
         key_term = tf.linalg.matvec(phi, w[width:])
-        return tf.nn.relu(query_term[:, :, None] + key_term[:, None, :]) / keys
+        return tf.nn.relu(tf.expand_dims(query_term, 2) + tf.expand_dims(key_term, 1)) / keys
     logits = tf.matmul(theta, phi, transpose_b=True)
     if mode == "dot_product":
         return logits / keys

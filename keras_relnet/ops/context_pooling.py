@@ -89,7 +89,7 @@ def sum_over_positions(inputs):
     """
     values = at_least_float32(inputs)
     per_image = tf.reshape(values, [tf.shape(values)[0], -1, values.shape[-1]])
-    ones = tf.ones_like(per_image[:, None, :, 0])
+    ones = tf.expand_dims(tf.ones_like(per_image[:, :, 0]), 1)
     return tf.cast(tf.matmul(ones, per_image)[:, 0], inputs.dtype)
 
 
@@ -105,7 +105,7 @@ def _attention_pool(values, kernel, bias):
     rows = tf.reshape(values, [-1, channels])
     per_image = tf.reshape(values, [batch, -1, channels])
     weights = tf.nn.softmax(tf.reshape(tf.matmul(rows, kernel), [batch, -1]) + bias)
-    context = tf.matmul(weights[:, None, :], per_image)[:, 0]
+    context = tf.matmul(tf.expand_dims(weights, 1), per_image)[:, 0]
 
     def grad(d_context, d_weights):
         # d context / d logit_l = w_l (x_l - context): a softmax backward of the
@@ -129,4 +129,4 @@ def _add_context(inputs, context):
     def grad(d_outputs):
         return d_outputs, sum_over_positions(d_outputs)
 
-    return inputs + context[:, None, None, :], grad
+    return inputs + tf.expand_dims(tf.expand_dims(context, 1), 1), grad

@@ -34,7 +34,7 @@ def top_candidates(scores, boxes, top_k, roi_mask=None):
     count = tf.shape(scores)[1]
     valid_rois = tf.ones(tf.shape(scores)[:2], tf.bool) if roi_mask is None else roi_mask
     # Padding RoIs rank below every real one; `count < top_k` is padded up.
-    ranked = tf.where(valid_rois[:, :, None], scores, -1.0)
+    ranked = tf.where(tf.expand_dims(valid_rois, -1), scores, -1.0)
     ranked = tf.pad(tf.transpose(ranked, [0, 2, 1]),
                     [[0, 0], [0, 0], [0, tf.maximum(top_k - count, 0)]], constant_values=-2.0)
     top_scores, indices = tf.math.top_k(ranked, k=top_k)
@@ -47,8 +47,8 @@ def top_candidates(scores, boxes, top_k, roi_mask=None):
         class_boxes = tf.gather(per_class, indices, batch_dims=2)
     candidate_scores = tf.gather(tf.transpose(scores, [0, 2, 1]), indices, batch_dims=2)
     zero = tf.zeros_like(candidate_scores)
-    return (tf.where(valid, candidate_scores, zero), tf.where(valid[..., None], class_boxes, 0.0),
-            indices, valid)
+    return (tf.where(valid, candidate_scores, zero),
+            tf.where(tf.expand_dims(valid, -1), class_boxes, 0.0), indices, valid)
 
 
 def pairwise_iou(boxes, other_boxes):
@@ -183,7 +183,7 @@ def detections(scores, boxes, valid, max_detections=100, score_threshold=1e-3):
     flat_boxes = tf.reshape(boxes, [batch, -1, 4])
     indices = tf.where(keep, indices, 0)
     return {
-        "nmsed_boxes": tf.where(keep[..., None], tf.gather(flat_boxes, indices, batch_dims=1),
+        "nmsed_boxes": tf.where(tf.expand_dims(keep, -1), tf.gather(flat_boxes, indices, batch_dims=1),
                                 tf.zeros([], boxes.dtype)),
         "nmsed_scores": tf.where(keep, top_scores, 0.0),
         "nmsed_classes": tf.where(keep, tf.cast(indices // candidates, top_scores.dtype), 0.0),

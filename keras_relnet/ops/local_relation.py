@@ -32,9 +32,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_relnet.ops import checks
+from keras_relnet.ops.portable import portable_graphs_requested
 from keras_relnet.ops.precision import compute_dtype
 
 COMPOSABILITIES = ("squared_difference", "dot", "abs_difference")
+# Exported graphs put off-image cells this far below the centre cell's logit.
+_OFF_IMAGE_GAP = 30.0
 IMPLEMENTATIONS = ("reference", "xla", "auto")
 STRIDES = (1, 2)
 
@@ -223,7 +226,9 @@ def local_relation(
         composability, scale,
     )
     name, _ = resolve_implementation(implementation)
-    if name == "xla":
+    if portable_graphs_requested():  # exporting: plain ops only, no XLA, no TensorArray
+        relation = _portable_relation(window)
+    elif name == "xla":
         relation = _xla_relation(window)
     else:
         # XLA cannot slice at a loop-dependent offset: inside a jit-compiled
@@ -485,9 +490,7 @@ def _relation(window, unrolled):
         key_c = tf.cast(key, dtype)
         key_padded = grid.pad(key_c)
         value_padded = grid.pad(tf.cast(value, dtype))
-        prior_cells = tf.transpose(
-            tf.reshape(tf.cast(prior, dtype), [grid.groups, -1])
-        )
+        prior_cells = grid.prior_cells(prior)
 
         logits = grid.stack_over_cells(
             lambda cell: grid.cell_logits(cell, query_c, key_padded, prior_cells)
@@ -546,6 +549,55 @@ def _relation(window, unrolled):
     return relation
 
 
+def _portable_relation(window):
+    """The forward pass for export: few, builtin-only ops, all values finite.
+
+    The keys of all cells are stacked on a last axis (`[B, Ho, Wo, G, k*k]`,
+    the size of the weights), so the logits are a handful of ops and the
+    softmax is TFLite's own (int8 has a table-driven kernel for it); the
+    values are summed cell by cell, never stacked. Off-image cells get the
+    centre cell's logit minus `_OFF_IMAGE_GAP` instead of -inf: a weight
+    below e^-30 of the largest, and every tensor stays finite and in range,
+    as int8 calibration needs. No gradient: an export would carry it for
+    nothing.
+    """
+
+    def relation(query, key, value, prior):
+        dtype = compute_dtype(value.dtype)
+        grid = _Grid(window, query, value, dtype, unrolled=True)
+        cells = window.num_cells
+        # The window of a zero-padded ones image is 1 where a cell is in the
+        # image: unlike a precomputed mask it adds no k*k*Ho*Wo constant to
+        # the file, and as a tensor of its own it quantises exactly (0 and 1).
+        stack_cells = lambda padded: tf.stack(
+            [grid.at_cell(padded, cell) for cell in range(cells)], -1)
+        keys = stack_cells(grid.pad(tf.cast(key, dtype)))  # [B, Ho, Wo, G, k*k]
+        inside = stack_cells(grid.pad(tf.ones_like(key[..., :1], dtype)))  # [B, Ho, Wo, 1, k*k]
+        logits = _logits(window, tf.expand_dims(tf.cast(query, dtype), -1), keys,
+                         tf.reshape(tf.cast(prior, dtype), [grid.groups, cells]))
+        floor = logits[..., cells // 2:cells // 2 + 1] - _OFF_IMAGE_GAP  # the centre is inside
+        weights = tf.nn.softmax(floor + inside * (logits - floor))
+        # TFLite slices at most 5-D tensors: one row per (pixel, group),
+        # `[B*Ho*Wo*G, 1]` weights times `[B*Ho*Wo*G, m]` values per cell.
+        cell_weights = tf.unstack(tf.expand_dims(
+            tf.transpose(tf.reshape(weights, [-1, cells])), -1))
+        value_padded = grid.pad(tf.cast(value, dtype))
+        cell_value = lambda cell: tf.reshape(grid.at_cell(value_padded, cell),
+                                             [-1, grid.group_size])
+        rows = cell_weights[0] * cell_value(0)
+        for cell in range(1, cells):
+            rows += cell_weights[cell] * cell_value(cell)
+        output = tf.reshape(rows, _dims(query)[:3] + [grid.channels])
+        return tf.cast(output, value.dtype)
+
+    return relation
+
+
+def _logits(window, query, keys, prior):
+    """`scale * Phi(query, keys) + prior`: one cell's logits, or a stack of them."""
+    return window.scale * compose(query, keys, window.composability) + prior
+
+
 def _softmax_over_cells(logits):
     shifted = logits - tf.reduce_max(logits, axis=0, keepdims=True)
     exponentials = tf.exp(shifted)
@@ -586,6 +638,10 @@ class _Grid:
         return tf.where(
             inside, tf.constant(0.0, self.dtype), tf.constant(-np.inf, self.dtype)
         )
+
+    def prior_cells(self, prior):
+        """`[G, k, k]` prior -> `[k*k, G]`, one row per window cell."""
+        return tf.transpose(tf.reshape(tf.cast(prior, self.dtype), [self.groups, -1]))
 
     def pad(self, tensor):
         p = self.window.padding
@@ -690,12 +746,10 @@ class _Grid:
         return (rows[:, None] + cols[None, :])[None, :, :, None]
 
     def cell_logits(self, cell, query, key_padded, prior_cells):
-        phi = compose(query, self.at_cell(key_padded, cell), self.window.composability)
-        return (
-            self.window.scale * phi
-            + tf.gather(prior_cells, cell)
-            + self._border(cell)
-        )
+        """Logits of window cell `cell`, -inf where it is off the image."""
+        return (_logits(self.window, query, self.at_cell(key_padded, cell),
+                        tf.gather(prior_cells, cell))
+                + self._border(cell))
 
     def cell_weighted_value(self, cell, weights, value_padded):
         cell_value = self.split_groups(self.at_cell(value_padded, cell))

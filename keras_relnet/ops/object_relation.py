@@ -20,6 +20,7 @@ from typing import NamedTuple, Optional
 import tensorflow as tf
 
 from keras_relnet.ops.box_geometry import geometry_embedding, relative_geometry
+from keras_relnet.ops.portable import portable_graphs_requested
 from keras_relnet.ops.precision import at_least_float32, compute_dtype
 
 _MIN_GEOMETRIC_WEIGHT = 1e-6
@@ -111,7 +112,7 @@ def _attend(queries, query_boxes, keys, values, key_boxes, key_mask, weights, bo
                                         weights.geometry_bias))
         logits += tf.transpose(tf.math.log(tf.maximum(geometric, _MIN_GEOMETRIC_WEIGHT)),
                                [0, 3, 1, 2])
-    keep = key_mask[:, None, None, :]
+    keep = tf.expand_dims(tf.expand_dims(key_mask, 1), 1)
     attention = tf.nn.softmax(tf.where(keep, logits, _MASKED_LOGIT), axis=-1)
     attention *= tf.cast(keep, attention.dtype)  # an all-masked row sums to 0, not 1
     relation = tf.einsum("bhqk,bkhd->bqhd", tf.cast(attention, values.dtype), values)
@@ -122,7 +123,8 @@ def _by_query_chunks(attend, queries, boxes, chunk_size, return_attention):
     """Runs `attend` over chunks of queries and concatenates the results."""
     count = tf.shape(queries)[1]
     static_count = queries.shape[1]
-    if chunk_size is None or (static_count is not None and static_count <= chunk_size):
+    if (chunk_size is None or portable_graphs_requested()
+            or (static_count is not None and static_count <= chunk_size)):
         relation, attention = attend(queries, boxes)
         return relation, attention if return_attention else None
     # At least one chunk: map_fn cannot stack an empty list of unknown shape (N = 0).

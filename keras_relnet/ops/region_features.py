@@ -54,10 +54,10 @@ def part_centers(boxes, output_size):
     height, width = output_size
     y1, x1, y2, x2 = tf.unstack(boxes, axis=-1)
     fraction = lambda n: (tf.range(n, dtype=boxes.dtype) + 0.5) / n
-    ys = y1[..., None] + (y2 - y1)[..., None] * fraction(height)  # [B, N, h]
-    xs = x1[..., None] + (x2 - x1)[..., None] * fraction(width)
-    grid_y = tf.broadcast_to(ys[..., :, None], tf.concat([tf.shape(ys), [width]], 0))
-    grid_x = tf.broadcast_to(xs[..., None, :], tf.concat([tf.shape(ys), [width]], 0))
+    ys = tf.expand_dims(y1, -1) + tf.expand_dims(y2 - y1, -1) * fraction(height)  # [B, N, h]
+    xs = tf.expand_dims(x1, -1) + tf.expand_dims(x2 - x1, -1) * fraction(width)
+    grid_y = tf.broadcast_to(tf.expand_dims(ys, -1), tf.concat([tf.shape(ys), [width]], 0))
+    grid_x = tf.broadcast_to(tf.expand_dims(xs, -2), tf.concat([tf.shape(ys), [width]], 0))
     points = tf.stack([grid_y, grid_x], axis=-1)
     return tf.reshape(points, tf.concat([tf.shape(boxes)[:-1], [height * width, 2]], 0))
 
@@ -93,7 +93,7 @@ def bilinear_weights(points, feature_size, stride):
     array([[0.5, 0.5]], dtype=float32)
     """
     pixels = pixel_centers(feature_size, stride, points.dtype) / stride
-    offsets = points[..., None, :] / stride - pixels  # [..., H*W, 2] in feature pixels
+    offsets = tf.expand_dims(points, -2) / stride - pixels  # [..., H*W, 2] in feature pixels
     return tf.reduce_prod(tf.nn.relu(1.0 - tf.abs(offsets)), axis=-1)
 
 
@@ -108,10 +108,10 @@ def support_mask(boxes, feature_size, stride, context):
     array([[[ True, False, False]]])
     """
     y1, x1, y2, x2 = tf.unstack(boxes, axis=-1)
-    center = tf.stack([(y1 + y2) / 2, (x1 + x2) / 2], axis=-1)[..., None, :]
+    center = tf.expand_dims(tf.stack([(y1 + y2) / 2, (x1 + x2) / 2], axis=-1), -2)
     half = tf.maximum(context * tf.stack([y2 - y1, x2 - x1], axis=-1) / 2, stride / 2)
     pixels = pixel_centers(feature_size, stride, boxes.dtype)
-    return tf.reduce_all(tf.abs(pixels - center) <= half[..., None, :], axis=-1)
+    return tf.reduce_all(tf.abs(pixels - center) <= tf.expand_dims(half, -2), axis=-1)
 
 
 def aggregate_regions(feature_map, weights, output_size):
@@ -175,7 +175,7 @@ def learned_region_weights(feature_map, boxes, appearance_kernel, box_projection
     pixels = tf.reshape(at_least_float32(feature_map),
                         [tf.shape(feature_map)[0], -1, feature_map.shape[-1]])
     appearance = tf.matmul(pixels, tf.cast(appearance_kernel, pixels.dtype))  # [B, H*W, K]
-    logits = geometric + tf.cast(tf.transpose(appearance, [0, 2, 1])[:, None], dtype)
-    keep = support_mask(boxes, feature_size, stride, context)[:, :, None, :]
+    logits = geometric + tf.cast(tf.expand_dims(tf.transpose(appearance, [0, 2, 1]), 1), dtype)
+    keep = tf.expand_dims(support_mask(boxes, feature_size, stride, context), 2)
     weights = tf.nn.softmax(tf.where(keep, logits, _MASKED_LOGIT), axis=-1)
     return weights * tf.cast(keep, weights.dtype)

@@ -1,0 +1,34 @@
+"""The `keras-relnet` command line: one subcommand per task.
+
+    keras-relnet export --model lrnet26 --weights PATH --format tflite --output PATH
+"""
+
+import argparse
+import os
+import sys
+
+
+def main(argv=None):
+    """Parses `argv` (default: `sys.argv[1:]`) and runs the subcommand.
+
+    Returns:
+        The exit code.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from keras_relnet.export import command as export_command
+
+    parser = argparse.ArgumentParser(prog="keras-relnet", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    export_parser = commands.add_parser(
+        "export", help="export a model to SavedModel, TFLite or ONNX")
+    export_command.add_arguments(export_parser)
+    export_parser.set_defaults(run=export_command.run)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except ValueError as error:  # bad arguments: the message, not a traceback
+        parser.exit(2, f"keras-relnet {args.command}: error: {error}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

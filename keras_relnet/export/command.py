@@ -1,0 +1,84 @@
+"""`keras-relnet export`: a package model or a `.keras` file to an artefact."""
+
+import pathlib
+
+import numpy as np
+
+from keras_relnet.export.exporter import FORMATS, QUANTIZATIONS, export
+from keras_relnet.export.runtimes import run_exported
+
+
+def add_arguments(parser):
+    """Adds the `export` command's arguments to an argparse parser."""
+    from keras_relnet.applications.registry import MODELS
+
+    parser.add_argument("--model", required=True,
+                        help=f"a package model ({', '.join(sorted(MODELS))}) or a .keras file")
+    parser.add_argument("--weights", help="weights file for a package model "
+                                          "(from model.save_weights); default: random")
+    parser.add_argument("--classes", type=int, default=1000,
+                        help="classifier size of a package model (default 1000)")
+    parser.add_argument("--input-size", type=int, default=224,
+                        help="image height and width of a package model (default 224)")
+    parser.add_argument("--format", default="tflite", choices=FORMATS)
+    parser.add_argument("--quantization", choices=[q for q in QUANTIZATIONS if q])
+    parser.add_argument("--representative-data",
+                        help=".npy array [N, ...] of typical inputs (needed for int8)")
+    parser.add_argument("--output", required=True, help="file or directory to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output")
+
+
+def run(args):
+    """Builds or loads the model, exports it, checks it against Keras.
+
+    Returns:
+        The process exit code (0).
+    """
+    model = load_model(args.model, args.weights, args.classes, args.input_size)
+    samples = None
+    if args.representative_data:
+        samples = np.load(args.representative_data)
+    path = export(model, args.output, format=args.format, quantization=args.quantization,
+                  representative_data=samples, overwrite=args.overwrite)
+    check = samples[:4] if samples is not None else _random_inputs(model)
+    difference = np.max(np.abs(np.asarray(run_exported(path, check))
+                               - np.asarray(model.predict(check, verbose=0))))
+    print(f"wrote {path} ({_size(path) / 1e6:.2f} MB); max |exported - Keras| on "
+          f"{len(check)} inputs: {difference:.2e}")
+    return 0
+
+
+def load_model(model, weights=None, classes=1000, input_size=224):
+    """A package model by name (with optional weights) or a saved `.keras` model.
+
+    Example:
+    >>> load_model("lrnet26", classes=10, input_size=32).output.shape
+    (None, 10)
+    """
+    import keras
+
+    from keras_relnet.applications.registry import build_model
+
+    if model.endswith(".keras"):
+        if weights is not None:
+            raise ValueError("`weights` applies to package models; a .keras file holds its "
+                             f"own weights; received weights={weights!r}.")
+        return keras.models.load_model(model)
+    return build_model(model, weights=weights, classes=classes,
+                       input_shape=(input_size, input_size, 3))
+
+
+def _random_inputs(model, count=2):
+    rng = np.random.default_rng(0)
+    shape = tuple(model.inputs[0].shape[1:])
+    if len(model.inputs) > 1 or None in shape:
+        raise ValueError("Pass --representative-data to check a model whose inputs are "
+                         "several or of unknown size.")
+    return rng.uniform(0, 255, size=(count,) + shape).astype("float32")
+
+
+def _size(path):
+    path = pathlib.Path(path)
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size

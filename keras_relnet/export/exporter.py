@@ -1,0 +1,188 @@
+"""`export`: a Keras model to SavedModel, TFLite (builtin ops only) or ONNX."""
+
+import os
+import pathlib
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_relnet.export.runtimes import tflite_custom_operators
+from keras_relnet.ops import checks
+from keras_relnet.ops.portable import portable_graphs
+
+FORMATS = ("saved_model", "tflite", "onnx")
+QUANTIZATIONS = (None, "float16", "dynamic_int8", "int8")
+
+
+def export(model, path, format="saved_model", quantization=None, representative_data=None,
+           overwrite=False, onnx_opset=17):
+    """Exports `model` with a dynamic batch size; kernel-free graphs only.
+
+    The model is traced inside `portable_graphs()`, so the artefact holds
+    only plain TF ops (no custom kernel, no XLA cluster, no TensorList): a
+    TFLite file contains only builtin operators and needs no Flex delegate.
+    Every format serves one function whose inputs are named after the model
+    inputs (`input_names(model)`), batch and other unknown dimensions left
+    dynamic. The artefact is written next to `path` and moved into place at
+    the end, so a failed export leaves nothing behind.
+
+    Args:
+        model: a functional `keras.Model`.
+        path: output directory ("saved_model") or file (".tflite", ".onnx").
+        format: "saved_model", "tflite" or "onnx".
+        quantization: TFLite only: None (float32), "float16" (float16
+            weights), "dynamic_int8" (int8 weights, float activations) or
+            "int8" (int8 weights and activations, float32 interface).
+        representative_data: for "int8": an array `[N, ...]` (or a list of
+            arrays, one per model input) of typical inputs that calibrate the
+            activation ranges.
+        overwrite: replace an existing `path`.
+        onnx_opset: the ONNX opset to target.
+
+    Returns:
+        `path` as a string.
+
+    Example:
+    >>> inputs = keras.Input((4,))
+    >>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    >>> export(model, "/tmp/dense.tflite", format="tflite", overwrite=True)
+    '/tmp/dense.tflite'
+    """
+    checks.check_choice("format", format, FORMATS)
+    checks.check_choice("quantization", quantization, QUANTIZATIONS)
+    if quantization is not None and format != "tflite":
+        raise ValueError(f"`quantization` applies to format='tflite' only; received "
+                         f"quantization={quantization!r} with format={format!r}.")
+    calibration = None
+    if quantization == "int8":
+        calibration = _calibration_samples(model, representative_data)
+    path = pathlib.Path(path)
+    if path.exists() and not overwrite:
+        raise ValueError(f"`path` {str(path)!r} already exists; pass overwrite=True to "
+                         "replace it.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        with portable_graphs():
+            written = _WRITERS[format](model, staging, quantization=quantization,
+                                       calibration=calibration, onnx_opset=onnx_opset)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        os.replace(written, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(path)
+
+
+def input_specs(model):
+    """`tf.TensorSpec`s of the model inputs, named after them, batch size dynamic.
+
+    Example:
+    >>> inputs = keras.Input((4,), name="pixels")
+    >>> input_specs(keras.Model(inputs, inputs))
+    [TensorSpec(shape=(None, 4), dtype=tf.float32, name='pixels')]
+    """
+    return [tf.TensorSpec((None,) + tuple(tensor.shape[1:]), tensor.dtype, name=name)
+            for tensor, name in zip(model.inputs, input_names(model))]
+
+
+def input_names(model):
+    """The names of the model inputs, in `model.inputs` order: the names the
+    exported artefacts give their inputs.
+
+    Example:
+    >>> inputs = keras.Input((4,), name="pixels")
+    >>> input_names(keras.Model(inputs, inputs))
+    ['pixels']
+    """
+    return [tensor.name.split(":")[0] for tensor in model.inputs]
+
+
+def serving_function(model):
+    """The inference function every format exports: one positional tensor
+    per model input (in `model.inputs` order), the model's outputs as a list."""
+
+    def serve(*inputs):
+        outputs = model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+        return list(outputs) if isinstance(outputs, (list, tuple)) else outputs
+
+    return tf.function(serve, input_signature=input_specs(model), autograph=False)
+
+
+def _write_saved_model(model, staging, **unused):
+    target = staging / "saved_model"
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", serving_function(model))
+    archive.write_out(str(target), verbose=False)
+    return target
+
+
+def _write_tflite(model, staging, quantization, calibration, **unused):
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(_write_saved_model(model, staging)))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantization == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.representative_dataset = calibration
+    flatbuffer = converter.convert()
+    custom = tflite_custom_operators(flatbuffer)
+    if custom:
+        raise RuntimeError(f"The TFLite model needs non-builtin operators {custom}; it "
+                           "would not run on a stock LiteRT interpreter.")
+    target = staging / "model.tflite"
+    target.write_bytes(flatbuffer)
+    return target
+
+
+def _calibration_samples(model, representative_data):
+    """The converter's `representative_dataset`: one sample at a time."""
+    if representative_data is None:
+        raise ValueError("`representative_data` is required for quantization='int8' (it "
+                         "calibrates the activation ranges); received None.")
+    arrays = representative_data if isinstance(representative_data, (list, tuple)) else [
+        representative_data]
+    arrays = [np.asarray(array) for array in arrays]
+    if len(arrays) != len(model.inputs):
+        raise ValueError(f"`representative_data` must hold one array per model input "
+                         f"({len(model.inputs)}); received {len(arrays)}.")
+    for array, tensor, name in zip(arrays, model.inputs, input_names(model)):
+        if not _fits(array.shape, tensor.shape):
+            raise ValueError(f"`representative_data` for input {name!r} must have shape "
+                             f"{tuple(tensor.shape)}; received {array.shape}.")
+    if len({len(array) for array in arrays}) != 1 or len(arrays[0]) == 0:
+        raise ValueError("`representative_data` arrays must hold the same, non-zero number "
+                         f"of samples; received {[len(array) for array in arrays]}.")
+
+    def samples():
+        for index in range(len(arrays[0])):
+            yield [array[index:index + 1].astype(tensor.dtype)
+                   for array, tensor in zip(arrays, model.inputs)]
+
+    return samples
+
+
+def _fits(shape, expected):
+    return len(shape) == len(expected) and all(
+        want is None or got == want for got, want in zip(shape[1:], expected[1:]))
+
+
+def _write_onnx(model, staging, onnx_opset, **unused):
+    import tf2onnx
+
+    target = staging / "model.onnx"
+    tf2onnx.convert.from_function(serving_function(model), input_signature=input_specs(model),
+                                  opset=onnx_opset, output_path=str(target))
+    return target
+
+
+_WRITERS = {"saved_model": _write_saved_model, "tflite": _write_tflite, "onnx": _write_onnx}

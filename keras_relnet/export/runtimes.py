@@ -1,0 +1,177 @@
+"""Running exported models: SavedModel, the LiteRT interpreter, onnxruntime."""
+
+import os
+import pathlib
+
+import numpy as np
+
+
+def run_exported(path, inputs):
+    """Runs an artefact written by `export` once on `inputs` (see `load_exported`).
+
+    Example:
+    >>> inputs = keras.Input((4,))
+    >>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    >>> from keras_relnet.export import export
+    >>> path = export(model, "/tmp/dense.onnx", format="onnx", overwrite=True)
+    >>> run_exported(path, np.ones((3, 4), "float32")).shape
+    (3, 2)
+    """
+    return load_exported(path)(inputs)
+
+
+def load_exported(path):
+    """Loads an artefact written by `export` with its runtime, by its format:
+    `tf.saved_model.load`, the LiteRT interpreter or onnxruntime.
+
+    Args:
+        path: a SavedModel directory, a `.tflite` or an `.onnx` file.
+
+    Returns:
+        A callable taking `inputs` (an array; a dict of arrays keyed by model
+        input name; or a list of arrays in the order of the model's inputs,
+        which SavedModel and ONNX keep and TFLite does not, so a multi-input
+        TFLite model needs the dict) and returning the model output, or the
+        list of outputs in the model's order, as NumPy arrays.
+
+    Example:
+    >>> inputs = keras.Input((4,), name="pixels")
+    >>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    >>> from keras_relnet.export import export
+    >>> run = load_exported(export(model, "/tmp/dense.tflite", format="tflite",
+    ...                            overwrite=True))
+    >>> run({"pixels": np.ones((1, 4), "float32")}).shape
+    (1, 2)
+    """
+    path = pathlib.Path(path)
+    if path.is_dir():
+        runner = _SavedModelRunner(path)
+    elif path.suffix == ".tflite":
+        runner = _TFLiteRunner(path)
+    elif path.suffix == ".onnx":
+        runner = _OnnxRunner(path)
+    else:
+        raise ValueError(f"`path` must be a SavedModel directory, a .tflite or an .onnx file; "
+                         f"received {str(path)!r}.")
+
+    def run(inputs):
+        outputs = runner(_named_inputs(inputs, runner.input_names, runner.ordered))
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    return run
+
+
+def _named_inputs(inputs, names, ordered):
+    """`{name: array}` for the artefact's inputs `names`, from a dict, one
+    array, or a list in model order (`ordered`: the artefact keeps it)."""
+    if isinstance(inputs, dict):
+        if sorted(inputs) != sorted(names):
+            raise ValueError(f"`inputs` must be keyed by the model input names "
+                             f"{sorted(names)}; received {sorted(inputs)}.")
+        return {name: np.asarray(array) for name, array in inputs.items()}
+    arrays = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    if len(arrays) != len(names):
+        raise ValueError(f"`inputs` must hold {len(names)} arrays for this model; received "
+                         f"{len(arrays)}.")
+    if len(arrays) > 1 and not ordered:
+        raise ValueError("This artefact does not record the order of its inputs; pass "
+                         f"`inputs` as a dict keyed by {sorted(names)}.")
+    return {name: np.asarray(array) for name, array in zip(names, arrays)}
+
+
+def tflite_operators(flatbuffer):
+    """The operator names a TFLite flatbuffer uses.
+
+    Args:
+        flatbuffer: the model bytes, or a path to a `.tflite` file.
+
+    Returns:
+        A sorted list: builtin names such as "CONV_2D", custom ones as
+        "CUSTOM:<name>" (Flex ops are "CUSTOM:Flex...").
+
+    Example:
+    >>> inputs = keras.Input((4,))
+    >>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    >>> from keras_relnet.export import export
+    >>> tflite_operators(export(model, "/tmp/dense.tflite", format="tflite", overwrite=True))
+    ['FULLY_CONNECTED']
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    if isinstance(flatbuffer, (str, pathlib.Path)):
+        flatbuffer = pathlib.Path(flatbuffer).read_bytes()
+    model = schema.Model.GetRootAsModel(flatbuffer, 0)
+    builtin_names = {value: name for name, value in vars(schema.BuiltinOperator).items()
+                     if not name.startswith("_")}
+    names = set()
+    for index in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(index)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            names.add(f"CUSTOM:{code.CustomCode().decode()}")
+        else:
+            names.add(builtin_names[builtin])
+    return sorted(names)
+
+
+def tflite_custom_operators(flatbuffer):
+    """The non-builtin (custom or Flex) operators of a TFLite flatbuffer.
+
+    Example:
+    >>> inputs = keras.Input((4,))
+    >>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    >>> from keras_relnet.export import export
+    >>> tflite_custom_operators(export(model, "/tmp/dense.tflite", format="tflite",
+    ...                                overwrite=True))
+    []
+    """
+    return [name for name in tflite_operators(flatbuffer) if name.startswith("CUSTOM:")]
+
+
+class _SavedModelRunner:
+    ordered = True
+
+    def __init__(self, path):
+        import tensorflow as tf
+
+        self.loaded = tf.saved_model.load(str(path))  # keep it alive: it owns the variables
+        self.input_names = [spec.name for spec in self.loaded.serve.input_signature]
+
+    def __call__(self, named):
+        outputs = self.loaded.serve(*(named[name] for name in self.input_names))
+        return [np.asarray(t) for t in (outputs if isinstance(outputs, list) else [outputs])]
+
+
+class _TFLiteRunner:
+    ordered = False  # the converter sorts signature inputs by name
+
+    def __init__(self, path):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.runner = Interpreter(model_path=str(path),
+                                  num_threads=os.cpu_count()).get_signature_runner()
+        self.input_names = list(self.runner.get_input_details())
+
+    def __call__(self, named):
+        outputs = self.runner(**named)
+        # Outputs are "output_0", "output_1", ...: sort by the number, not the text.
+        return [outputs[name] for name in sorted(outputs, key=_trailing_number)]
+
+
+class _OnnxRunner:
+    ordered = True
+
+    def __init__(self, path):
+        import onnxruntime
+
+        self.session = onnxruntime.InferenceSession(
+            str(path), providers=["CPUExecutionProvider"])
+        self.input_names = [spec.name for spec in self.session.get_inputs()]
+
+    def __call__(self, named):
+        return self.session.run(None, named)
+
+
+def _trailing_number(name):
+    digits = name[len(name.rstrip("0123456789")):]
+    return (int(digits) if digits else -1, name)

@@ -1,0 +1,65 @@
+"""`keras-relnet export`: package models with weights, .keras files, bad input."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_relnet.applications.registry import build_model
+from keras_relnet.cli import main
+from keras_relnet.export import run_exported, tflite_custom_operators
+
+SMALL = ["--classes", "10", "--input-size", "32"]
+
+
+def test_export_package_model_with_weights(tmp_path, capsys):
+    model = build_model("lrnet26", classes=10, input_shape=(32, 32, 3))
+    rng = np.random.default_rng(0)
+    for weight in model.weights:  # weights no fresh model has
+        weight.assign(weight + rng.normal(size=weight.shape).astype("float32") * 0.05)
+    weights = tmp_path / "lrnet26.weights.h5"
+    model.save_weights(weights)
+    output = tmp_path / "lrnet26.tflite"
+    assert main(["export", "--model", "lrnet26", "--weights", str(weights), *SMALL,
+                 "--format", "tflite", "--output", str(output)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert tflite_custom_operators(output) == []
+    images = rng.uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(run_exported(output, images), model.predict(images, verbose=0),
+                               atol=1e-4)
+
+
+def test_export_keras_file_to_onnx_with_check_on_given_data(tmp_path, capsys):
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Flatten()(inputs)))
+    model.save(tmp_path / "small.keras")
+    samples = np.random.default_rng(1).normal(size=(5, 8, 8, 3)).astype("float32")
+    np.save(tmp_path / "samples.npy", samples)
+    output = tmp_path / "small.onnx"
+    assert main(["export", "--model", str(tmp_path / "small.keras"), "--format", "onnx",
+                 "--representative-data", str(tmp_path / "samples.npy"),
+                 "--output", str(output)]) == 0
+    assert "on 4 inputs" in capsys.readouterr().out
+    np.testing.assert_allclose(run_exported(output, samples), model.predict(samples, verbose=0),
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--model", "lrnet27"], "`model` must be one of"),
+    (["--model", "lrnet26", "--quantization", "int8"], "`representative_data` is required"),
+    (["--model", "lrnet26", "--weights", "missing.weights.h5"], "`weights` must be None"),
+])
+def test_bad_arguments_exit_with_the_message(arguments, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", *arguments, *SMALL, "--output", str(tmp_path / "model.tflite")])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_is_kept_without_overwrite(tmp_path, capsys):
+    output = tmp_path / "model.tflite"
+    output.write_text("keep me")
+    with pytest.raises(SystemExit):
+        main(["export", "--model", "lrnet26", *SMALL, "--output", str(output)])
+    assert "overwrite" in capsys.readouterr().err
+    assert output.read_text() == "keep me"
