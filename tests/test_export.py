@@ -81,6 +81,10 @@ def test_application_exports_match_keras_on_photos(name, tmp_path):
     model = build_model(name, input_shape=(size, size, 3), classifier_activation=None)
     photos = preprocess_input(sample_photos(size))
     assert_exports_match(model, lambda batch: photos[:batch], tmp_path)
+    # Each weight is saved once (Keras' own `model.export` saves it twice).
+    variables = tmp_path / FORMATS["saved_model"] / "variables"
+    stored = sum(f.stat().st_size for f in variables.iterdir())
+    assert stored < 1.05 * 4 * model.count_params()
 
 
 def object_relation_model(width=16):
@@ -174,6 +178,13 @@ def test_object_relation_model_with_dynamic_object_count(format, tmp_path):
         assert tflite_custom_operators(path) == []
         with pytest.raises(ValueError, match="dict keyed by"):
             run_exported(path, [inputs["features"], inputs["boxes"]])
+        # int8 calibration feeds the inputs by name (fed by position, the
+        # converter's name order would put boxes into features and fail).
+        calibration = [rng.normal(size=(8, 6, 16)).astype("float32"), random_boxes(rng, 8, 6)]
+        int8 = export(model, tmp_path / "int8.tflite", format="tflite", quantization="int8",
+                      representative_data=calibration)
+        got = run_exported(int8, inputs)
+        assert got.shape == want.shape and np.isfinite(got).all()
 
 
 def test_quantised_tflite_is_builtin_and_close(photos, tmp_path):

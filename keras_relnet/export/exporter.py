@@ -117,7 +117,8 @@ def serving_function(model):
 def _write_saved_model(model, staging, **unused):
     target = staging / "saved_model"
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    # Not `archive.track(model)`: it saves every weight twice (as Keras'
+    # `model.export` does); the endpoint's captured variables are saved once.
     archive.add_endpoint("serve", serving_function(model))
     archive.write_out(str(target), verbose=False)
     return target
@@ -164,9 +165,10 @@ def _calibration_samples(model, representative_data):
                          f"of samples; received {[len(array) for array in arrays]}.")
 
     def samples():
+        # Keyed by input name: the converter orders signature inputs by name.
         for index in range(len(arrays[0])):
-            yield [array[index:index + 1].astype(tensor.dtype)
-                   for array, tensor in zip(arrays, model.inputs)]
+            yield {name: array[index:index + 1].astype(tensor.dtype)
+                   for name, array, tensor in zip(input_names(model), arrays, model.inputs)}
 
     return samples
 
