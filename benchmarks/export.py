@@ -35,11 +35,17 @@ DEFAULT_MODELS = ("lrnet26", "lrnet50", "resnet50", "gc_resnet50", "se_resnet50"
 
 
 def relation_model(width, heads):
-    """One object relation module over `[B, N, width]` features and boxes."""
+    """One object relation module over `[B, N, width]` features and boxes, with
+    random weights: at initialisation its output projection is zero, and the
+    converters would prune the whole module away."""
     features = keras.Input((None, width), name="features")
     boxes = keras.Input((None, 4), name="boxes")
-    return keras.Model([features, boxes],
-                       ObjectRelation(num_heads=heads, residual=True)(features, boxes))
+    model = keras.Model([features, boxes],
+                        ObjectRelation(num_heads=heads, residual=True)(features, boxes))
+    rng = np.random.default_rng(0)
+    for weight in model.weights:
+        weight.assign(rng.normal(size=weight.shape, scale=width ** -0.5))
+    return model
 
 
 def model_and_inputs(name, image_size, batch, rois, quick):

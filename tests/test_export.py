@@ -1,11 +1,10 @@
 """Export to SavedModel, TFLite and ONNX: parity with Keras on real photos,
 builtin-only TFLite, quantisation, and clean failures."""
 
-import os
-
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_relnet.applications import preprocess_input
 from keras_relnet.applications.registry import MODELS, build_model
@@ -213,7 +212,7 @@ def test_int8_keeps_the_top1_of_a_trained_model(tmp_path):
     assert agreement >= 0.9, agreement
 
 
-def test_bad_requests_raise_value_error_and_leave_nothing(tmp_path):
+def test_bad_requests_raise_value_error_and_leave_nothing(photos, tmp_path):
     model = every_image_layer_model()
     cases = [
         (dict(format="tflite2"), "`format`"),
@@ -229,7 +228,17 @@ def test_bad_requests_raise_value_error_and_leave_nothing(tmp_path):
     with pytest.raises(ValueError, match="`path`.*overwrite=True"):
         export(model, existing, format="onnx")
     assert existing.read_text() == "keep me"
-    with pytest.raises(ValueError, match="`representative_data`"):
-        export(model, tmp_path / "int8.tflite", format="tflite", quantization="int8",
-               representative_data=[sample_photos(32, 2)] * 2)
+    for wrong in ([sample_photos(32, 2)] * 2, sample_photos(16, 2), {"pixels": photos}):
+        with pytest.raises(ValueError, match="`representative_data`"):
+            export(model, tmp_path / "int8.tflite", format="tflite", quantization="int8",
+                   representative_data=wrong)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.onnx"]
+
+
+def test_failed_conversion_leaves_nothing(tmp_path):
+    inputs = keras.Input((4,))
+    # The converter cannot lower Lgamma with a dynamic batch to builtins.
+    model = keras.Model(inputs, keras.layers.Lambda(tf.math.lgamma)(inputs))
+    with pytest.raises(Exception, match="Could not translate MLIR to FlatBuffer"):
+        export(model, tmp_path / "model.tflite", format="tflite")
+    assert list(tmp_path.iterdir()) == []
