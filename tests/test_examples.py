@@ -57,7 +57,7 @@ def test_export_benchmark_quick_run_prints_both_models():
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.split() for line in result.stdout.splitlines()
             if line.startswith(("lrnet26 ", "object_relation "))]
-    assert len(rows) == 2 and all(len(row) == 15 for row in rows), result.stdout
+    assert len(rows) == 2 and all(len(row) == 14 for row in rows), result.stdout
 
 
 @pytest.mark.slow
