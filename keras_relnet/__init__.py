@@ -1,7 +1,8 @@
 """keras-relnet: relation networks for computer vision in TensorFlow/Keras.
 
 Subpackages: `ops` (tensor-level math), `layers` (Keras 3 layers),
-`applications` (models), `utils` (FLOPs counter).
+`applications` (models), `utils` (FLOPs counter), `export` (SavedModel,
+TFLite, ONNX; imported on use), `visualize` (figures).
 """
 
 import keras as _keras
