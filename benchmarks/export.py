@@ -25,8 +25,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from keras_relnet.applications import preprocess_input  # noqa: E402
 from keras_relnet.applications.registry import build_model  # noqa: E402
-from keras_relnet.export import export, load_exported  # noqa: E402
+from keras_relnet.export import artefact_size, export, load_exported  # noqa: E402
 from keras_relnet.layers import ObjectRelation  # noqa: E402
+from tests.layer_contract import randomise_weights  # noqa: E402
 from tests.sample_photos import sample_photos  # noqa: E402
 from timing import median_ms  # noqa: E402
 
@@ -42,9 +43,7 @@ def relation_model(width, heads):
     boxes = keras.Input((None, 4), name="boxes")
     model = keras.Model([features, boxes],
                         ObjectRelation(num_heads=heads, residual=True)(features, boxes))
-    rng = np.random.default_rng(0)
-    for weight in model.weights:
-        weight.assign(rng.normal(size=weight.shape, scale=width ** -0.5))
+    randomise_weights(model, scale=width ** -0.5)
     return model
 
 
@@ -66,12 +65,6 @@ def model_and_inputs(name, image_size, batch, rois, quick):
     return model, photos[:batch], photos
 
 
-def size_mb(path):
-    path = pathlib.Path(path)
-    files = path.rglob("*") if path.is_dir() else [path]
-    return sum(f.stat().st_size for f in files if f.is_file()) / 1e6
-
-
 def benchmark(name, args, directory):
     model, inputs, calibration = model_and_inputs(name, args.image_size, args.batch,
                                                   args.rois, args.quick)
@@ -87,7 +80,7 @@ def benchmark(name, args, directory):
                       directory / f"{name}_{label}.{format}", format=format,
                       quantization=quantization,
                       representative_data=calibration if quantization == "int8" else None)
-        row[f"{label}_mb"] = size_mb(path)
+        row[f"{label}_mb"] = artefact_size(path) / 1e6
         if label in ("tflite", "onnx"):
             run = load_exported(path)
             row[f"{label}_error"] = float(np.abs(run(inputs) - want).max())

@@ -9,6 +9,7 @@ from keras_relnet.export.exporter import (
     serving_function,
 )
 from keras_relnet.export.runtimes import (
+    artefact_size,
     load_exported,
     run_exported,
     tflite_custom_operators,

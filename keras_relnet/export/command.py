@@ -1,11 +1,9 @@
 """`keras-relnet export`: a package model or a `.keras` file to an artefact."""
 
-import pathlib
-
 import numpy as np
 
 from keras_relnet.export.exporter import FORMATS, QUANTIZATIONS, export
-from keras_relnet.export.runtimes import run_exported
+from keras_relnet.export.runtimes import artefact_size, run_exported
 
 
 def add_arguments(parser):
@@ -43,7 +41,7 @@ def run(args):
     check = samples[:4] if samples is not None else _random_inputs(model)
     difference = np.max(np.abs(np.asarray(run_exported(path, check))
                                - np.asarray(model.predict(check, verbose=0))))
-    print(f"wrote {path} ({_size(path) / 1e6:.2f} MB); max |exported - Keras| on "
+    print(f"wrote {path} ({artefact_size(path) / 1e6:.2f} MB); max |exported - Keras| on "
           f"{len(check)} inputs: {difference:.2e}")
     return 0
 
@@ -76,9 +74,3 @@ def _random_inputs(model, count=2):
                          "several or of unknown size.")
     return rng.uniform(0, 255, size=(count,) + shape).astype("float32")
 
-
-def _size(path):
-    path = pathlib.Path(path)
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return path.stat().st_size

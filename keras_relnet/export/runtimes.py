@@ -79,6 +79,21 @@ def _named_inputs(inputs, names, ordered):
     return {name: np.asarray(array) for name, array in zip(names, arrays)}
 
 
+def artefact_size(path):
+    """Bytes on disk of an exported artefact: a file, or a SavedModel directory.
+
+    Example:
+    >>> inputs = keras.Input((4,))
+    >>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    >>> from keras_relnet.export import export
+    >>> artefact_size(export(model, "/tmp/dense.onnx", format="onnx", overwrite=True)) > 0
+    True
+    """
+    path = pathlib.Path(path)
+    files = path.rglob("*") if path.is_dir() else [path]
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
 def tflite_operators(flatbuffer):
     """The operator names a TFLite flatbuffer uses.
 

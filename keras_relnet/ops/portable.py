@@ -1,11 +1,12 @@
 """Portable graphs: what the ops build while a model is being exported.
 
 Inside `portable_graphs()`, every op builds its graph only from ops that
-TFLite (as builtins) and ONNX support: the local relation window is a static
-loop instead of a `tf.while_loop` over a TensorArray, nothing is
-XLA-compiled, and the object relation module attends to all queries at once
-instead of looping over chunks (TensorList ops have no builtin lowering).
-Training and eager use are unaffected.
+TFLite (as builtins) and ONNX support: the local relation layer runs a
+vectorised, gradient-free forward with finite masking (no `tf.while_loop`
+over a TensorArray, no -inf), nothing is XLA-compiled, and the object
+relation module attends to all queries at once instead of looping over
+chunks (TensorList ops have no builtin lowering). Training and eager use are
+unaffected.
 """
 
 import contextlib
