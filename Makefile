@@ -21,6 +21,7 @@ bench: $(INSTALLED)
 	$(PY) benchmarks/context_blocks.py
 	$(PY) benchmarks/object_relation.py
 	$(PY) benchmarks/export.py
+	$(PY) benchmarks/input_pipeline.py
 
 install: $(INSTALLED)
 

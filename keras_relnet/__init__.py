@@ -1,8 +1,9 @@
 """keras-relnet: relation networks for computer vision in TensorFlow/Keras.
 
 Subpackages: `ops` (tensor-level math), `layers` (Keras 3 layers),
-`applications` (models), `utils` (FLOPs counter), `export` (SavedModel,
-TFLite, ONNX; imported on use), `visualize` (figures).
+`applications` (models), `utils` (FLOPs counter); imported on use: `export`
+(SavedModel, TFLite, ONNX), `data` (ImageNet input pipelines), `training`
+(the ImageNet recipe, resume, strategies), `visualize` (figures).
 """
 
 import keras as _keras

@@ -1,6 +1,8 @@
 """The `keras-relnet` command line: one subcommand per task.
 
     keras-relnet export --model lrnet26 --weights PATH --format tflite --output PATH
+    keras-relnet train-imagenet --model lrnet50 --data-dir DIR --model-dir DIR
+    keras-relnet evaluate --model best.keras --data-dir DIR
 """
 
 import argparse
@@ -16,6 +18,7 @@ def main(argv=None):
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from keras_relnet.export import command as export_command
+    from keras_relnet.training import command as training_command
 
     parser = argparse.ArgumentParser(prog="keras-relnet", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -23,6 +26,14 @@ def main(argv=None):
         "export", help="export a model to SavedModel, TFLite or ONNX")
     export_command.add_arguments(export_parser)
     export_parser.set_defaults(run=export_command.run)
+    train_parser = commands.add_parser(
+        "train-imagenet", help="train a model on ImageNet shards with model.fit (resumable)")
+    training_command.add_train_arguments(train_parser)
+    train_parser.set_defaults(run=training_command.run_train)
+    evaluate_parser = commands.add_parser(
+        "evaluate", help="top-1/top-5 of a model on the ImageNet validation shards")
+    training_command.add_evaluate_arguments(evaluate_parser)
+    evaluate_parser.set_defaults(run=training_command.run_evaluate)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

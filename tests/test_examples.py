@@ -65,3 +65,10 @@ def test_learned_nms_example_runs():
     result = run_script("examples/learned_nms.py", "--steps", "300")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "greedy NMS" in result.stdout
+
+
+def test_input_pipeline_benchmark_quick_run_prints_every_pipeline():
+    result = run_script("benchmarks/input_pipeline.py", "--quick")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if re.search(r"\d\.\d\dx$", line)]
+    assert len(rows) == 4 and rows[0].endswith(" 1.00x"), result.stdout

@@ -44,3 +44,31 @@ def build_model(name, **kwargs):
     if name not in MODELS:
         raise ValueError(f"`model` must be one of {sorted(MODELS)}; received {name!r}.")
     return MODELS[name](**kwargs)
+
+
+def load_model(model, weights=None, classes=1000, input_size=224, **kwargs):
+    """A package model by name (with optional weights) or a saved `.keras` model.
+
+    Args:
+        model: a key of `MODELS` or the path of a `.keras` file.
+        weights: weights file of a package model (None: random).
+        classes: classifier size of a package model.
+        input_size: image height and width of a package model.
+        **kwargs: more arguments of a package model (e.g. `width_multiplier`).
+
+    Returns:
+        A `keras.Model`.
+
+    Example:
+    >>> load_model("lrnet26", classes=10, input_size=32).output.shape
+    (None, 10)
+    """
+    import keras
+
+    if model.endswith(".keras"):
+        if weights is not None:
+            raise ValueError("`weights` applies to package models; a .keras file holds its "
+                             f"own weights; received weights={weights!r}.")
+        return keras.models.load_model(model)
+    return build_model(model, weights=weights, classes=classes,
+                       input_shape=(input_size, input_size, 3), **kwargs)

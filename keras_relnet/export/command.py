@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from keras_relnet.applications.registry import load_model
 from keras_relnet.export.exporter import FORMATS, QUANTIZATIONS, export
 from keras_relnet.export.runtimes import artefact_size, run_exported
 
@@ -44,26 +45,6 @@ def run(args):
     print(f"wrote {path} ({artefact_size(path) / 1e6:.2f} MB); max |exported - Keras| on "
           f"{len(check)} inputs: {difference:.2e}")
     return 0
-
-
-def load_model(model, weights=None, classes=1000, input_size=224):
-    """A package model by name (with optional weights) or a saved `.keras` model.
-
-    Example:
-    >>> load_model("lrnet26", classes=10, input_size=32).output.shape
-    (None, 10)
-    """
-    import keras
-
-    from keras_relnet.applications.registry import build_model
-
-    if model.endswith(".keras"):
-        if weights is not None:
-            raise ValueError("`weights` applies to package models; a .keras file holds its "
-                             f"own weights; received weights={weights!r}.")
-        return keras.models.load_model(model)
-    return build_model(model, weights=weights, classes=classes,
-                       input_shape=(input_size, input_size, 3))
 
 
 def _random_inputs(model, count=2):
