@@ -27,3 +27,11 @@ def float32_policy():
 @pytest.fixture(autouse=True)
 def docstring_names(doctest_namespace):
     doctest_namespace.update(np=np, tf=tf, keras=keras)
+
+
+@pytest.fixture(scope="session")
+def two_cpu_strategy():
+    """One MirroredStrategy over the two logical CPUs, shared by the tests that
+    train under it: strategies made one after another in a process can reuse
+    collective instance keys and abort each other's all-reduces."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -3,7 +3,8 @@
 Subpackages: `ops` (tensor-level math), `layers` (Keras 3 layers),
 `applications` (models), `utils` (FLOPs counter); imported on use: `export`
 (SavedModel, TFLite, ONNX), `data` (ImageNet input pipelines), `training`
-(the ImageNet recipe, resume, strategies), `visualize` (figures).
+(the ImageNet recipe, resume, strategies), `garden` (TF Model Garden
+backbones and experiments), `visualize` (figures).
 """
 
 import keras as _keras

@@ -179,11 +179,12 @@ def test_a_finished_run_rerun_trains_no_more(shard_dir, tmp_path):
     assert history == {} and int(model.optimizer.iterations) == 2
 
 
-def test_mirrored_on_two_devices_follows_the_one_device_loss_trajectory(shard_dir, tmp_path):
+def test_mirrored_on_two_devices_follows_the_one_device_loss_trajectory(shard_dir, tmp_path,
+                                                                       two_cpu_strategy):
     recipe = Recipe(epochs=2, global_batch_size=16, warmup_epochs=1, base_learning_rate=0.4)
     trajectories = {}
     for name, strategy in (("one", make_strategy("one_device")),
-                           ("mirrored", make_strategy("mirrored", ["/cpu:0", "/cpu:1"]))):
+                           ("mirrored", two_cpu_strategy)):
         losses = []
         keras.utils.set_random_seed(0)
         # No BatchNorm: its statistics are per replica under MirroredStrategy.

@@ -167,3 +167,35 @@ def application(builder, public_name, model_name, summary, **fixed):
         A `keras.Model`.
     """
     return constructor
+
+
+def classifier_model(endpoints_of, include_top, weights, input_tensor, input_shape, pooling,
+                     classes, classifier_activation, name):
+    """A Keras-Application model: inputs, the network's deepest features, the head.
+
+    Args:
+        endpoints_of: function of the image tensor returning `{level: features}`.
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+            classifier_activation, name: as in `keras.applications.ResNet50`
+            (`weights` None or a weights file).
+
+    Returns:
+        A `keras.Model`.
+
+    Example:
+    >>> stem = lambda image: {2: keras.layers.Conv2D(4, 3)(image)}
+    >>> classifier_model(stem, True, None, None, (8, 8, 3), None, 5, "softmax",
+    ...                  "tiny").output_shape
+    (None, 5)
+    """
+    weights = checked_weights(weights)
+    checked_pooling(include_top, pooling)
+    inputs, image = application_inputs(input_tensor, input_shape, include_top,
+                                       name="input_layer")
+    endpoints = endpoints_of(image)
+    x = classification_head(endpoints[max(endpoints)], include_top, pooling, classes,
+                            classifier_activation)
+    model = keras.Model(inputs, x, name=name)
+    if weights is not None:
+        model.load_weights(weights)
+    return model

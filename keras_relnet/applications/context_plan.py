@@ -12,10 +12,6 @@ Both `ResNet` and `LRNet` take `context_block`, `context_stages` and
 
 from typing import NamedTuple
 
-from keras_relnet.layers.global_context import GlobalContext
-from keras_relnet.layers.non_local import NonLocal2D
-from keras_relnet.layers.simplified_non_local import SimplifiedNonLocal2D
-from keras_relnet.layers.squeeze_excitation import SqueezeExcitation
 from keras_relnet.ops import checks
 
 CONTEXT_BLOCKS = ("gc", "snl", "se", "nl")
@@ -33,22 +29,20 @@ class ContextPlan(NamedTuple):
     stages: tuple
     ratio: float
 
-    def block_layer(self, stage, name):
-        """The layer for a bottleneck of `stage`, or None."""
+    def block_layer(self, stage, name, kit):
+        """The layer for a bottleneck of `stage` made with `kit` (a `LayerKit`), or None."""
         if self.kind in (None, "nl") or stage not in self.stages:
             return None
-        if self.kind == "gc":
-            return GlobalContext(ratio=self.ratio, name=name)
-        if self.kind == "se":
-            return SqueezeExcitation(ratio=self.ratio, name=name)
-        return SimplifiedNonLocal2D(name=name)
+        if self.kind in ("gc", "se"):
+            return kit.relation(self.kind, name, ratio=self.ratio)
+        return kit.relation("snl", name)
 
-    def before_block(self, x, stage, block, depth, name):
+    def before_block(self, x, stage, block, depth, name, kit):
         """`x` through the non-local layer when `block` is the last of `stage`
         and the plan puts one there; else `x` unchanged."""
         if self.kind != "nl" or stage not in self.stages or block != depth - 1:
             return x
-        return NonLocal2D(name=name)(x)
+        return kit.relation("nl", name)(x)
 
 
 def context_plan(context_block, context_stages=None, context_ratio=1 / 16):

@@ -11,15 +11,9 @@ import math
 
 import keras
 
-from keras_relnet.applications.common import (
-    application,
-    application_inputs,
-    checked_pooling,
-    checked_weights,
-    classification_head,
-)
+from keras_relnet.applications.common import application, classifier_model
 from keras_relnet.applications.context_plan import context_plan
-from keras_relnet.layers.local_relation import LocalRelation2D
+from keras_relnet.applications.layer_kit import KERAS_KIT
 from keras_relnet.ops import checks
 
 STAGE_DEPTHS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -91,6 +85,37 @@ def LRNet(
     >>> model.output_shape
     (None, 10)
     """
+    return classifier_model(
+        lambda image: lrnet_endpoints(
+            image, KERAS_KIT, stage_depths, stage_widths, stage_outputs, stem_width,
+            kernel_size, channels_per_group, width_multiplier, zero_init_residual,
+            relation_options, context_block, context_stages, context_ratio),
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+        classifier_activation, name)
+
+
+def lrnet_endpoints(image, kit, stage_depths, stage_widths=STAGE_WIDTHS,
+                    stage_outputs=STAGE_OUTPUTS, stem_width=STEM_WIDTH, kernel_size=7,
+                    channels_per_group=8, width_multiplier=1.0, zero_init_residual=True,
+                    relation_options=None, context_block=None, context_stages=None,
+                    context_ratio=1 / 16):
+    """The LR-Net feature maps of `image`, built with the layers of `kit`.
+
+    Args:
+        image: the input tensor (Keras 3 or tf_keras, matching `kit`).
+        kit: a `LayerKit`.
+        the rest: as in `LRNet`.
+
+    Returns:
+        `{level: features}` for levels 2..5 (strides 4..32).
+
+    Example:
+    >>> from keras_relnet.applications.layer_kit import KERAS_KIT
+    >>> endpoints = lrnet_endpoints(keras.Input((32, 32, 3)), KERAS_KIT, (1, 1, 1, 1),
+    ...                             width_multiplier=0.25)
+    >>> {level: tuple(x.shape[1:]) for level, x in endpoints.items()}
+    {2: (8, 8, 64), 3: (4, 4, 128), 4: (2, 2, 256), 5: (1, 1, 512)}
+    """
     depths = tuple(checks.check_positive_int("stage_depths", d) for d in stage_depths)
     if len(depths) != len(stage_widths) or len(depths) != len(stage_outputs):
         raise ValueError(
@@ -103,45 +128,34 @@ def LRNet(
     relation = dict(relation_options or {}, kernel_size=kernel_size,
                     channels_per_group=m)
     plan = context_plan(context_block, context_stages, context_ratio)
-    weights = checked_weights(weights)
-    checked_pooling(include_top, pooling)
-    inputs, image = application_inputs(
-        input_tensor, input_shape, include_top, name="input_layer"
-    )
 
     grouped = lambda width: m * max(1, math.ceil(width * width_multiplier / m))
-    x = keras.layers.Conv2D(
-        grouped(stem_width), 1, use_bias=False, name="stem_conv"
-    )(image)
-    x = keras.layers.BatchNormalization(**_BN, name="stem_conv_bn")(x)
-    x = keras.layers.ReLU(name="stem_conv_relu")(x)
-    x = LocalRelation2D(strides=2, name="stem_relation", **relation)(x)
-    x = keras.layers.BatchNormalization(**_BN, name="stem_relation_bn")(x)
-    x = keras.layers.ReLU(name="stem_relation_relu")(x)
-    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    x = kit.conv(grouped(stem_width), 1, use_bias=False, name="stem_conv")(image)
+    x = kit.act("stem_conv_relu")(kit.norm("stem_conv_bn", **_BN)(x))
+    x = kit.relation("local_relation", "stem_relation", strides=2, **relation)(x)
+    x = kit.act("stem_relation_relu")(kit.norm("stem_relation_bn", **_BN)(x))
+    x = kit.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
 
+    endpoints = {}
     for stage, (depth, width, outputs) in enumerate(
         zip(depths, stage_widths, stage_outputs)
     ):
         for block in range(depth):
             prefix = f"stage{stage + 2}_block{block + 1}"
-            x = plan.before_block(x, stage + 2, block, depth, f"stage{stage + 2}_nonlocal")
+            x = plan.before_block(x, stage + 2, block, depth, f"stage{stage + 2}_nonlocal", kit)
             x = _bottleneck(
                 x,
+                kit,
                 width=grouped(width),
                 outputs=max(1, round(outputs * width_multiplier)),
                 strides=2 if stage > 0 and block == 0 else 1,
                 relation=relation,
                 zero_init_residual=zero_init_residual,
-                context=plan.block_layer(stage + 2, f"{prefix}_context"),
+                context=plan.block_layer(stage + 2, f"{prefix}_context", kit),
                 name=prefix,
             )
-
-    x = classification_head(x, include_top, pooling, classes, classifier_activation)
-    model = keras.Model(inputs, x, name=name)
-    if weights is not None:
-        model.load_weights(weights)
-    return model
+        endpoints[stage + 2] = x
+    return endpoints
 
 
 LRNet26 = application(LRNet, "LRNet26", "lrnet26",
@@ -174,29 +188,21 @@ def preprocess_input(x, data_format=None):
     )
 
 
-def _bottleneck(x, width, outputs, strides, relation, zero_init_residual, context,
+def _bottleneck(x, kit, width, outputs, strides, relation, zero_init_residual, context,
                 name):
     shortcut = x
     if strides != 1 or x.shape[-1] != outputs:
-        shortcut = keras.layers.Conv2D(
-            outputs, 1, strides=strides, use_bias=False, name=f"{name}_0_conv"
-        )(x)
-        shortcut = keras.layers.BatchNormalization(**_BN, name=f"{name}_0_bn")(
-            shortcut
-        )
-    x = keras.layers.Conv2D(width, 1, use_bias=False, name=f"{name}_1_conv")(x)
-    x = keras.layers.BatchNormalization(**_BN, name=f"{name}_1_bn")(x)
-    x = keras.layers.ReLU(name=f"{name}_1_relu")(x)
-    x = LocalRelation2D(strides=strides, name=f"{name}_2_relation", **relation)(x)
-    x = keras.layers.BatchNormalization(**_BN, name=f"{name}_2_bn")(x)
-    x = keras.layers.ReLU(name=f"{name}_2_relu")(x)
-    x = keras.layers.Conv2D(outputs, 1, use_bias=False, name=f"{name}_3_conv")(x)
-    x = keras.layers.BatchNormalization(
-        **_BN,
-        gamma_initializer="zeros" if zero_init_residual else "ones",
-        name=f"{name}_3_bn",
-    )(x)
+        shortcut = kit.conv(outputs, 1, strides=strides, use_bias=False,
+                            name=f"{name}_0_conv")(x)
+        shortcut = kit.norm(f"{name}_0_bn", **_BN)(shortcut)
+    x = kit.conv(width, 1, use_bias=False, name=f"{name}_1_conv")(x)
+    x = kit.act(f"{name}_1_relu")(kit.norm(f"{name}_1_bn", **_BN)(x))
+    x = kit.relation("local_relation", f"{name}_2_relation", strides=strides, **relation)(x)
+    x = kit.act(f"{name}_2_relu")(kit.norm(f"{name}_2_bn", **_BN)(x))
+    x = kit.conv(outputs, 1, use_bias=False, name=f"{name}_3_conv")(x)
+    x = kit.norm(f"{name}_3_bn", **_BN,
+                 gamma_initializer="zeros" if zero_init_residual else "ones")(x)
     if context is not None:
         x = context(x)
-    x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
-    return keras.layers.ReLU(name=f"{name}_out")(x)
+    x = kit.layers.Add(name=f"{name}_add")([shortcut, x])
+    return kit.act(f"{name}_out")(x)

@@ -6,16 +6,10 @@ weights transfer layer by layer, plus optional global-context blocks:
 GC (GCNet 2019), simplified non-local, squeeze-excitation or non-local.
 """
 
-import keras
 
-from keras_relnet.applications.common import (
-    application,
-    application_inputs,
-    checked_pooling,
-    checked_weights,
-    classification_head,
-)
+from keras_relnet.applications.common import application, classifier_model
 from keras_relnet.applications.context_plan import context_plan
+from keras_relnet.applications.layer_kit import KERAS_KIT
 from keras_relnet.ops import checks
 
 STAGE_DEPTHS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -60,62 +54,76 @@ def ResNet(
     >>> model.output_shape
     (None, 10)
     """
+    return classifier_model(
+        lambda image: resnet_endpoints(image, KERAS_KIT, stage_depths, context_block,
+                                       context_stages, context_ratio),
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+        classifier_activation, name)
+
+
+def resnet_endpoints(image, kit, stage_depths, context_block=None, context_stages=None,
+                     context_ratio=1 / 16):
+    """The ResNet feature maps of `image`, built with the layers of `kit`.
+
+    Args:
+        image: the input tensor (Keras 3 or tf_keras, matching `kit`).
+        kit: a `LayerKit`.
+        stage_depths, context_block, context_stages, context_ratio: as in `ResNet`.
+
+    Returns:
+        `{level: features}` for levels 2..5 (strides 4..32).
+
+    Example:
+    >>> from keras_relnet.applications.layer_kit import KERAS_KIT
+    >>> endpoints = resnet_endpoints(keras.Input((64, 64, 3)), KERAS_KIT, (1, 1, 1, 1))
+    >>> {level: tuple(x.shape[1:]) for level, x in endpoints.items()}
+    {2: (16, 16, 256), 3: (8, 8, 512), 4: (4, 4, 1024), 5: (2, 2, 2048)}
+    """
     depths = tuple(checks.check_positive_int("stage_depths", d) for d in stage_depths)
     if len(depths) != len(STAGE_FILTERS):
         raise ValueError(
             f"`stage_depths` must have {len(STAGE_FILTERS)} entries; received {depths}."
         )
     plan = context_plan(context_block, context_stages, context_ratio)
-    weights = checked_weights(weights)
-    checked_pooling(include_top, pooling)
-    inputs, image = application_inputs(input_tensor, input_shape, include_top,
-                                       name="input_layer")
-
-    x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(image)
-    x = keras.layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)
-    x = keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name="conv1_bn")(x)
-    x = keras.layers.Activation("relu", name="conv1_relu")(x)
-    x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
-    x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    x = kit.layers.ZeroPadding2D(3, name="conv1_pad")(image)
+    x = kit.conv(64, 7, strides=2, name="conv1_conv")(x)
+    x = kit.act("conv1_relu")(kit.norm("conv1_bn", epsilon=_BN_EPSILON)(x))
+    x = kit.layers.ZeroPadding2D(1, name="pool1_pad")(x)
+    x = kit.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    endpoints = {}
     for index, (depth, filters) in enumerate(zip(depths, STAGE_FILTERS)):
         stage = index + 2
         for block in range(depth):
             prefix = f"conv{stage}_block{block + 1}"
-            x = plan.before_block(x, stage, block, depth, f"conv{stage}_nonlocal")
+            x = plan.before_block(x, stage, block, depth, f"conv{stage}_nonlocal", kit)
             x = _bottleneck(
-                x, filters,
+                x, kit, filters,
                 strides=2 if block == 0 and stage > 2 else 1,
                 projection=block == 0,
-                context=plan.block_layer(stage, f"{prefix}_context"),
+                context=plan.block_layer(stage, f"{prefix}_context", kit),
                 name=prefix,
             )
-
-    x = classification_head(x, include_top, pooling, classes, classifier_activation)
-    model = keras.Model(inputs, x, name=name)
-    if weights is not None:
-        model.load_weights(weights)
-    return model
+        endpoints[stage] = x
+    return endpoints
 
 
-def _bottleneck(x, filters, strides, projection, context, name):
-    bn = lambda suffix: keras.layers.BatchNormalization(
-        epsilon=_BN_EPSILON, name=f"{name}_{suffix}_bn")
+def _bottleneck(x, kit, filters, strides, projection, context, name):
+    bn = lambda suffix: kit.norm(f"{name}_{suffix}_bn", epsilon=_BN_EPSILON)
     if projection:
-        shortcut = keras.layers.Conv2D(4 * filters, 1, strides=strides,
-                                       name=f"{name}_0_conv")(x)
+        shortcut = kit.conv(4 * filters, 1, strides=strides, name=f"{name}_0_conv")(x)
         shortcut = bn(0)(shortcut)
     else:
         shortcut = x
-    x = keras.layers.Conv2D(filters, 1, strides=strides, name=f"{name}_1_conv")(x)
-    x = keras.layers.Activation("relu", name=f"{name}_1_relu")(bn(1)(x))
-    x = keras.layers.Conv2D(filters, 3, padding="same", name=f"{name}_2_conv")(x)
-    x = keras.layers.Activation("relu", name=f"{name}_2_relu")(bn(2)(x))
-    x = keras.layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
+    x = kit.conv(filters, 1, strides=strides, name=f"{name}_1_conv")(x)
+    x = kit.act(f"{name}_1_relu")(bn(1)(x))
+    x = kit.conv(filters, 3, padding="same", name=f"{name}_2_conv")(x)
+    x = kit.act(f"{name}_2_relu")(bn(2)(x))
+    x = kit.conv(4 * filters, 1, name=f"{name}_3_conv")(x)
     x = bn(3)(x)
     if context is not None:
         x = context(x)
-    x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
-    return keras.layers.Activation("relu", name=f"{name}_out")(x)
+    x = kit.layers.Add(name=f"{name}_add")([shortcut, x])
+    return kit.act(f"{name}_out")(x)
 
 
 ResNet26 = application(ResNet, "ResNet26", "resnet26", "ResNet-26 (16.0M parameters).",

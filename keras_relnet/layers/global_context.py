@@ -71,35 +71,10 @@ class GlobalContext(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = checks.checked_channels("inputs", input_shape)
-        self.pooling_weights = ()
-        if self.pooling == "attention":
-            self.pooling_weights = (
-                self.add_weight(
-                    name="attention_kernel", shape=(channels, 1),
-                    initializer=keras.initializers.VarianceScaling(
-                        2.0, "fan_in", "untruncated_normal"),
-                ),
-                self.add_weight(name="attention_bias", shape=(1,), initializer="zeros"),
-            )
-        self.transforms = {kind: self._transform_weights(kind, channels)
-                           for kind in self.fusion}
+        self.pooling_weights, self.transforms = global_context_weights(
+            self.add_weight, channels, self.ratio, self.pooling, self.fusion, self.transform,
+            self.kernel_initializer)
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
-
-    def _transform_weights(self, kind, channels):
-        weight = lambda name, shape, initializer: self.add_weight(
-            name=f"{kind}_{name}", shape=shape, initializer=initializer)
-        if self.transform == "linear":
-            return (weight("kernel", (channels, channels), "zeros"),
-                    weight("bias", (channels,), "zeros"))
-        width = checks.checked_reduced_width(channels, self.ratio, "channels")
-        return (
-            weight("kernel1", (channels, width), self.kernel_initializer),
-            weight("bias1", (width,), "zeros"),
-            weight("norm_gamma", (width,), "ones"),
-            weight("norm_beta", (width,), "zeros"),
-            weight("kernel2", (width, channels), "zeros"),
-            weight("bias2", (channels,), "zeros"),
-        )
 
     def call(self, inputs, return_attention_scores=False):
         outputs, attention = global_context(
@@ -120,3 +95,46 @@ class GlobalContext(keras.layers.Layer):
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
         return config
+
+
+def global_context_weights(add_weight, channels, ratio, pooling, fusion, transform,
+                           kernel_initializer):
+    """Creates the weights of a GC-family block with `add_weight`.
+
+    Shared by the Keras 3 layer and the tf_keras one of `keras_relnet.garden`.
+
+    Args:
+        add_weight: the layer's `add_weight` (Keras 3 or tf_keras).
+        channels: input channels.
+        ratio, pooling, fusion, transform, kernel_initializer: the layer's
+            arguments.
+
+    Returns:
+        `(pooling_weights, transforms)`, the arguments of `ops.global_context`.
+    """
+    pooling_weights = ()
+    if pooling == "attention":
+        pooling_weights = (
+            add_weight(name="attention_kernel", shape=(channels, 1),
+                       initializer=keras.initializers.VarianceScaling(
+                           2.0, "fan_in", "untruncated_normal")),
+            add_weight(name="attention_bias", shape=(1,), initializer="zeros"),
+        )
+    transforms = {}
+    for kind in fusion:
+        weight = lambda name, shape, initializer, kind=kind: add_weight(
+            name=f"{kind}_{name}", shape=shape, initializer=initializer)
+        if transform == "linear":
+            transforms[kind] = (weight("kernel", (channels, channels), "zeros"),
+                                weight("bias", (channels,), "zeros"))
+            continue
+        width = checks.checked_reduced_width(channels, ratio, "channels")
+        transforms[kind] = (
+            weight("kernel1", (channels, width), kernel_initializer),
+            weight("bias1", (width,), "zeros"),
+            weight("norm_gamma", (width,), "ones"),
+            weight("norm_beta", (width,), "zeros"),
+            weight("kernel2", (width, channels), "zeros"),
+            weight("bias2", (channels,), "zeros"),
+        )
+    return pooling_weights, transforms

@@ -123,38 +123,13 @@ class LocalRelation2D(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = self._checked_channels(input_shape)
-        groups = channels // self.channels_per_group
-        hidden = self.geometry_hidden_units or max(groups, 8)
-        projection = dict(
-            initializer=self.kernel_initializer, regularizer=self.kernel_regularizer
-        )
-        self.query_kernel = self.add_weight(
-            name="query_kernel", shape=(channels, groups), **projection
-        )
-        self.key_kernel = self.add_weight(
-            name="key_kernel", shape=(channels, groups), **projection
-        )
-        self.value_kernel = (
-            self.add_weight(
-                name="value_kernel", shape=(channels, channels), **projection
-            )
-            if self.value_projection
-            else None
-        )
-        self.geometry_hidden_kernel = self.add_weight(
-            name="geometry_hidden_kernel", shape=(2, hidden),
-            initializer=self.geometry_initializer,
-        )
-        self.geometry_hidden_bias = self.add_weight(
-            name="geometry_hidden_bias", shape=(hidden,), initializer="zeros"
-        )
-        self.geometry_output_kernel = self.add_weight(
-            name="geometry_output_kernel", shape=(hidden, groups),
-            initializer=self.geometry_initializer,
-        )
-        self.geometry_output_bias = self.add_weight(
-            name="geometry_output_bias", shape=(groups,), initializer="zeros"
-        )
+        (self.query_kernel, self.key_kernel, self.value_kernel,
+         geometry) = local_relation_weights(
+            self.add_weight, channels, self.channels_per_group, self.value_projection,
+            self.geometry_hidden_units, self.kernel_initializer, self.kernel_regularizer,
+            self.geometry_initializer)
+        (self.geometry_hidden_kernel, self.geometry_hidden_bias,
+         self.geometry_output_kernel, self.geometry_output_bias) = geometry
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
 
     def call(self, inputs):
@@ -204,3 +179,43 @@ class LocalRelation2D(keras.layers.Layer):
             ),
         )
         return config
+
+
+def local_relation_weights(add_weight, channels, channels_per_group, value_projection,
+                           geometry_hidden_units, kernel_initializer, kernel_regularizer,
+                           geometry_initializer):
+    """Creates the weights of a local relation layer with `add_weight`.
+
+    Shared by the Keras 3 layer and the tf_keras one of `keras_relnet.garden`,
+    so both have the same weights in the same order.
+
+    Args:
+        add_weight: the layer's `add_weight` (Keras 3 or tf_keras).
+        channels: input channels.
+        channels_per_group, value_projection, geometry_hidden_units: the
+            layer's arguments.
+        kernel_initializer, kernel_regularizer: of the key, query and value
+            projections.
+        geometry_initializer: of the geometry prior's kernels.
+
+    Returns:
+        `(query_kernel, key_kernel, value_kernel or None, (hidden_kernel,
+        hidden_bias, output_kernel, output_bias))`, the arguments of
+        `ops.local_relation_2d`.
+    """
+    groups = channels // channels_per_group
+    hidden = geometry_hidden_units or max(groups, 8)
+    projection = dict(initializer=kernel_initializer, regularizer=kernel_regularizer)
+    query = add_weight(name="query_kernel", shape=(channels, groups), **projection)
+    key = add_weight(name="key_kernel", shape=(channels, groups), **projection)
+    value = (add_weight(name="value_kernel", shape=(channels, channels), **projection)
+             if value_projection else None)
+    geometry = (
+        add_weight(name="geometry_hidden_kernel", shape=(2, hidden),
+                   initializer=geometry_initializer),
+        add_weight(name="geometry_hidden_bias", shape=(hidden,), initializer="zeros"),
+        add_weight(name="geometry_output_kernel", shape=(hidden, groups),
+                   initializer=geometry_initializer),
+        add_weight(name="geometry_output_bias", shape=(groups,), initializer="zeros"),
+    )
+    return query, key, value, geometry

@@ -57,25 +57,9 @@ class NonLocal2D(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = checks.checked_channels("inputs", input_shape)
-        inner = max(channels // self.reduction, 1)
-        projection = keras.initializers.RandomNormal(stddev=0.01)
-
-        def conv(name, shape, kernel_initializer):
-            return (self.add_weight(name=f"{name}_kernel", shape=shape,
-                                    initializer=kernel_initializer),
-                    self.add_weight(name=f"{name}_bias", shape=shape[-1:],
-                                    initializer="zeros"))
-
-        self.theta_weights = self.phi_weights = None
-        if self.mode != "gaussian":
-            self.theta_weights = conv("theta", (channels, inner), projection)
-            self.phi_weights = conv("phi", (channels, inner), projection)
-        self.g_weights = conv("g", (channels, inner), projection)
-        self.output_weights = conv("output", (inner, channels), "zeros")
-        self.concat_kernel = None
-        if self.mode == "concatenation":
-            self.concat_kernel = self.add_weight(
-                name="concat_kernel", shape=(2 * inner,), initializer=projection)
+        (self.theta_weights, self.phi_weights, self.g_weights, self.output_weights,
+         self.concat_kernel) = non_local_weights(self.add_weight, channels, self.reduction,
+                                                 self.mode)
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
 
     def call(self, inputs, return_attention_scores=False):
@@ -94,3 +78,32 @@ class NonLocal2D(keras.layers.Layer):
         config.update(reduction=self.reduction, mode=self.mode,
                       sub_sample=self.sub_sample, use_scale=self.use_scale)
         return config
+
+
+def non_local_weights(add_weight, channels, reduction, mode):
+    """Creates the weights of a non-local block with `add_weight`.
+
+    Shared by the Keras 3 layer and the tf_keras one of `keras_relnet.garden`.
+
+    Returns:
+        `(theta, phi, g, output, concat_kernel)`: (kernel, bias) pairs (theta
+        and phi None for "gaussian") and the concatenation kernel (None
+        unless "concatenation"), the arguments of `ops.non_local_2d`.
+    """
+    inner = max(channels // reduction, 1)
+    projection = keras.initializers.RandomNormal(stddev=0.01)
+
+    def conv(name, shape, kernel_initializer):
+        return (add_weight(name=f"{name}_kernel", shape=shape, initializer=kernel_initializer),
+                add_weight(name=f"{name}_bias", shape=shape[-1:], initializer="zeros"))
+
+    theta = phi = concat_kernel = None
+    if mode != "gaussian":
+        theta = conv("theta", (channels, inner), projection)
+        phi = conv("phi", (channels, inner), projection)
+    g = conv("g", (channels, inner), projection)
+    output = conv("output", (inner, channels), "zeros")
+    if mode == "concatenation":
+        concat_kernel = add_weight(name="concat_kernel", shape=(2 * inner,),
+                                   initializer=projection)
+    return theta, phi, g, output, concat_kernel

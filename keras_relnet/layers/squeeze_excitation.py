@@ -40,13 +40,8 @@ class SqueezeExcitation(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = checks.checked_channels("inputs", input_shape)
-        hidden = checks.checked_reduced_width(channels, self.ratio, "hidden units")
-        weight = lambda name, shape, initializer: self.add_weight(
-            name=name, shape=shape, initializer=initializer)
-        self.kernel1 = weight("kernel1", (channels, hidden), self.kernel_initializer)
-        self.bias1 = weight("bias1", (hidden,), "zeros")
-        self.kernel2 = weight("kernel2", (hidden, channels), self.kernel_initializer)
-        self.bias2 = weight("bias2", (channels,), "zeros")
+        self.kernel1, self.bias1, self.kernel2, self.bias2 = squeeze_excitation_weights(
+            self.add_weight, channels, self.ratio, self.kernel_initializer)
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
 
     def call(self, inputs):
@@ -61,3 +56,17 @@ class SqueezeExcitation(keras.layers.Layer):
         config.update(ratio=self.ratio,
                       kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
         return config
+
+
+def squeeze_excitation_weights(add_weight, channels, ratio, kernel_initializer):
+    """Creates the SE weights `(kernel1, bias1, kernel2, bias2)` with `add_weight`.
+
+    Shared by the Keras 3 layer and the tf_keras one of `keras_relnet.garden`.
+    """
+    hidden = checks.checked_reduced_width(channels, ratio, "hidden units")
+    return (
+        add_weight(name="kernel1", shape=(channels, hidden), initializer=kernel_initializer),
+        add_weight(name="bias1", shape=(hidden,), initializer="zeros"),
+        add_weight(name="kernel2", shape=(hidden, channels), initializer=kernel_initializer),
+        add_weight(name="bias2", shape=(channels,), initializer="zeros"),
+    )

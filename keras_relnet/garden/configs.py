@@ -1,0 +1,159 @@
+"""Model Garden configs: the relation backbones, their checks, the registered experiments.
+
+Every registration of `keras_relnet.garden` happens once, when the package is
+imported (Model Garden raises on a second registration of a name).
+"""
+
+import dataclasses
+from typing import List
+
+from official.core import config_definitions as cfg
+from official.core import exp_factory
+from official.modeling import hyperparams
+from official.vision.configs import backbones
+from official.vision.configs import image_classification
+
+from keras_relnet import layers as keras3_layers
+from keras_relnet.applications.context_plan import context_plan
+from keras_relnet.applications.lrnet import STAGE_DEPTHS as LRNET_DEPTHS
+from keras_relnet.applications.resnet import STAGE_DEPTHS as RESNET_DEPTHS
+from keras_relnet.ops import checks
+
+
+@dataclasses.dataclass
+class LRNetBackbone(hyperparams.Config):
+    """The `lrnet` backbone: LR-Net-26/50/101, optionally with context blocks.
+
+    `context_block` "" means none; `context_stages` empty means the block's
+    default stages (gc/snl c3-c5, se c2-c5, nl c4).
+    """
+
+    model_id: int = 50
+    width_multiplier: float = 1.0
+    kernel_size: int = 7
+    channels_per_group: int = 8
+    zero_init_residual: bool = True
+    implementation: str = "auto"
+    context_block: str = ""
+    context_stages: List[int] = dataclasses.field(default_factory=list)
+    context_ratio: float = 1 / 16
+
+
+@dataclasses.dataclass
+class ResNetContextBackbone(hyperparams.Config):
+    """The `resnet_context` backbone: ResNet-26/50/101 with GC, SNL, SE or NL blocks."""
+
+    model_id: int = 50
+    context_block: str = "gc"
+    context_stages: List[int] = dataclasses.field(default_factory=list)
+    context_ratio: float = 1 / 16
+
+
+@dataclasses.dataclass
+class Backbone(backbones.Backbone):
+    """Model Garden's backbone choice, plus `lrnet` and `resnet_context`."""
+
+    lrnet: LRNetBackbone = dataclasses.field(default_factory=LRNetBackbone)
+    resnet_context: ResNetContextBackbone = dataclasses.field(
+        default_factory=ResNetContextBackbone)
+
+
+@dataclasses.dataclass
+class RelationExperimentConfig(cfg.ExperimentConfig):
+    """An `ExperimentConfig` whose `validate()` also checks the relation options."""
+
+    def validate(self):
+        super().validate()
+        check_backbone(self.task.model.backbone, "task.model.backbone")
+
+
+def check_backbone(backbone, path):
+    """Raises a `ValueError` naming the option when a relation backbone's config is invalid.
+
+    Args:
+        backbone: a `Backbone` config.
+        path: where it is in the experiment, for the message.
+
+    Example:
+    >>> check_backbone(Backbone(type="lrnet", lrnet=LRNetBackbone(model_id=27)), "backbone")
+    Traceback (most recent call last):
+    ...
+    ValueError: backbone.lrnet.model_id must be one of [26, 50, 101]; received 27.
+    """
+    if backbone.type not in ("lrnet", "resnet_context"):
+        return
+    config = backbone.get()
+    path = f"{path}.{backbone.type}"
+    depths = LRNET_DEPTHS if backbone.type == "lrnet" else RESNET_DEPTHS
+    if config.model_id not in depths:
+        raise ValueError(f"{path}.model_id must be one of {sorted(depths)}; "
+                         f"received {config.model_id}.")
+    try:
+        context_plan(config.context_block or None, tuple(config.context_stages) or None,
+                     config.context_ratio)
+        if backbone.type == "lrnet":
+            checks.check_positive_number("width_multiplier", config.width_multiplier)
+            keras3_layers.LocalRelation2D(kernel_size=config.kernel_size,
+                                          channels_per_group=config.channels_per_group,
+                                          implementation=config.implementation)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+def imagenet_experiment(backbone, epochs=100, batch_size=256):
+    """`resnet_imagenet` with `backbone` and the LR-Net/GCNet recipe.
+
+    SGD momentum 0.9, 0.1 per 256 images, 5 epochs of linear warm-up, cosine
+    decay to 0, L2 1e-4, label smoothing 0.1; TPU-style shards (labels
+    1..1000, 1001 classes), as Model Garden reads them.
+
+    Args:
+        backbone: a `Backbone` config.
+        epochs: training epochs.
+        batch_size: global training and evaluation batch.
+
+    Returns:
+        A `RelationExperimentConfig`.
+    """
+    base = exp_factory.get_exp_config("resnet_imagenet")
+    config = RelationExperimentConfig(task=base.task, trainer=base.trainer,
+                                      runtime=base.runtime, restrictions=base._restrictions)
+    config.task.model.backbone = backbone
+    config.task.losses.label_smoothing = 0.1
+    steps_per_epoch = image_classification.IMAGENET_TRAIN_EXAMPLES // batch_size
+    learning_rate = 0.1 * batch_size / 256
+    config.task.train_data.global_batch_size = batch_size
+    config.task.validation_data.global_batch_size = batch_size
+    config.trainer.override({
+        "steps_per_loop": steps_per_epoch,
+        "summary_interval": steps_per_epoch,
+        "checkpoint_interval": steps_per_epoch,
+        "validation_interval": steps_per_epoch,
+        "train_steps": epochs * steps_per_epoch,
+        "validation_steps": image_classification.IMAGENET_VAL_EXAMPLES // batch_size,
+        "optimizer_config": {
+            "learning_rate": {
+                "type": "cosine",
+                "cosine": {"initial_learning_rate": learning_rate,
+                           "decay_steps": epochs * steps_per_epoch},
+            },
+            "warmup": {"type": "linear",
+                       "linear": {"warmup_steps": 5 * steps_per_epoch,
+                                  "warmup_learning_rate": 0.0}},
+        },
+    }, is_strict=False)
+    return config
+
+
+@exp_factory.register_config_factory("lrnet50_imagenet")
+def lrnet50_imagenet():
+    """LR-Net-50 on ImageNet (paper: 77.3 top-1)."""
+    return imagenet_experiment(Backbone(type="lrnet", lrnet=LRNetBackbone(model_id=50)))
+
+
+@exp_factory.register_config_factory("gc_resnet50_imagenet")
+def gc_resnet50_imagenet():
+    """GC-ResNet-50 (r16, c3-c5) on ImageNet (GCNet: 77.70 top-1)."""
+    return imagenet_experiment(Backbone(
+        type="resnet_context",
+        resnet_context=ResNetContextBackbone(model_id=50, context_block="gc")))
