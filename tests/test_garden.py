@@ -16,7 +16,7 @@ from keras_relnet import layers as keras3_layers
 from keras_relnet.applications.layer_kit import KERAS_KIT
 from keras_relnet.applications.lrnet import lrnet_endpoints
 from keras_relnet.applications.resnet import resnet_endpoints
-from keras_relnet.garden import Backbone, LRNetBackbone, RelationBackbone, garden_kit
+from keras_relnet.garden import Backbone, LRNetBackbone, RelationBackbone
 from keras_relnet.garden import layers as garden_layers
 from official.core import exp_factory, task_factory, train_lib
 from official.vision.configs import common

@@ -12,6 +12,7 @@ from official.core import exp_factory
 from official.modeling import hyperparams
 from official.vision.configs import backbones
 from official.vision.configs import image_classification
+from official.vision.configs import maskrcnn as maskrcnn_config
 
 from keras_relnet import layers as keras3_layers
 from keras_relnet.applications.context_plan import context_plan
@@ -65,6 +66,8 @@ class RelationExperimentConfig(cfg.ExperimentConfig):
     def validate(self):
         super().validate()
         check_backbone(self.task.model.backbone, "task.model.backbone")
+        if isinstance(self.task.model, maskrcnn_config.MaskRCNN):
+            check_detection_model(self.task.model, "task.model")
 
 
 def check_backbone(backbone, path):
@@ -98,6 +101,36 @@ def check_backbone(backbone, path):
                                           implementation=config.implementation)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
+
+
+def check_detection_model(model, path):
+    """Raises a `ValueError` naming the option when a detection model config is invalid.
+
+    Checks that the input size is a multiple of `2**max_level` (else FPN fails
+    deep in the build) and, with a relation head, that its heads divide the fc
+    width and that the head has no convolutions.
+
+    Args:
+        model: a `MaskRCNN` config (or a `RelationRCNN`).
+        path: where it is in the experiment, for the message.
+    """
+    stride = 2 ** model.max_level
+    if any(size % stride for size in model.input_size[:2]):
+        raise ValueError(
+            f"{path}.input_size {list(model.input_size)} must be a multiple of "
+            f"2**max_level = {stride} in height and width (max_level={model.max_level}).")
+    relation = getattr(model, "relation_head", None)
+    if relation is None or not relation.use_relation:
+        return
+    fc_dims = model.detection_head.fc_dims
+    if fc_dims % relation.num_relation_heads:
+        raise ValueError(
+            f"{path}.relation_head.num_relation_heads ({relation.num_relation_heads}) must "
+            f"divide {path}.detection_head.fc_dims ({fc_dims}).")
+    if model.detection_head.num_convs:
+        raise ValueError(
+            f"{path}.detection_head.num_convs must be 0 with the relation head (the 2fc "
+            f"head of the paper); received {model.detection_head.num_convs}.")
 
 
 def imagenet_experiment(backbone, epochs=100, batch_size=256):

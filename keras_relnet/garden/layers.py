@@ -19,9 +19,12 @@ from keras_relnet import layers as keras3_layers
 from keras_relnet.layers.global_context import global_context_weights
 from keras_relnet.layers.local_relation import local_relation_weights
 from keras_relnet.layers.non_local import non_local_weights
+from keras_relnet.layers.object_relation import object_relation_weights
+from keras_relnet.layers.relation_box_head import head_dense
 from keras_relnet.layers.squeeze_excitation import squeeze_excitation_weights
 from keras_relnet.ops.context import global_context, non_local_2d, squeeze_excitation
 from keras_relnet.ops.local_relation import local_relation_2d
+from keras_relnet.ops.object_relation import RelationWeights, object_relation
 
 _BASE_ARGUMENTS = ("name", "trainable", "dtype", "autocast", "dynamic", "input_shape",
                    "batch_input_shape", "input_dim")
@@ -151,3 +154,113 @@ class NonLocal2D(_OpsLayer):
             self.output_weights, mode=spec.mode, sub_sample=spec.sub_sample,
             use_scale=spec.use_scale, concat_weights=self.concat_kernel)
         return outputs
+
+
+@tf_keras.saving.register_keras_serializable(package=_PACKAGE)
+class ObjectRelation(_OpsLayer):
+    """tf_keras `ObjectRelation` (see `keras_relnet.layers.ObjectRelation`).
+
+    Boxes and the key mask are keyword arguments: tf_keras casts only the first
+    positional argument to the compute dtype, so pixel boxes keep float32.
+
+    Example:
+    >>> boxes = tf.constant([[[0.0, 0, 1, 1], [0, 1, 1, 2], [1, 1, 2, 2]]])
+    >>> ObjectRelation(num_heads=4)(tf.ones([1, 3, 32]), boxes=boxes).shape
+    TensorShape([1, 3, 32])
+    """
+
+    keras3_class = keras3_layers.ObjectRelation
+
+    def build(self, input_shape):
+        spec = self.spec
+        width = int(input_shape[-1])
+        spec.build((None, None, width), (None, None, 4))  # validates the width
+        self.relation_weights = object_relation_weights(
+            self.add_weight, width, spec.num_heads, spec.key_dim, spec.geometry_dim,
+            spec.use_geometry, spec.kernel_initializer)
+        super().build(input_shape)
+
+    def call(self, features, boxes=None, key_mask=None):
+        spec = self.spec
+        relation = object_relation(
+            features, boxes, RelationWeights(*self.relation_weights), spec.num_heads,
+            key_mask=key_mask, box_format=spec.box_format, size_offset=spec.size_offset,
+            geometry_dim=spec.geometry_dim, query_chunk_size=spec.query_chunk_size)
+        return tf.nn.relu(features + relation) if spec.residual else relation
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)
+
+
+@tf_keras.saving.register_keras_serializable(package=_PACKAGE)
+class RelationDetectionHead(tf_keras.layers.Layer):
+    """The 2fc+RM box head for Model Garden's Faster/Mask R-CNN.
+
+    The tf_keras twin of `keras_relnet.layers.RelationBoxHead` (same weights,
+    same math): per RoI, flatten -> `fc -> + relation -> ReLU` `num_fcs` times,
+    then the class scores and box deltas. `RelationMaskRCNNModel` calls it as
+    `head(roi_features, rois=rois, roi_mask=mask)`: the boxes go by keyword so
+    tf_keras never casts them to a 16-bit compute dtype.
+
+    Args:
+        num_classes: classes including background.
+        fc_dims: width of each fc layer (paper: 1024).
+        num_fcs: fc layers (paper: 2).
+        use_relation: add an object relation module after every fc.
+        num_relation_heads: heads of each relation module (paper: 16); must
+            divide `fc_dims`.
+        geometry_dim: size of the geometry embedding.
+        query_chunk_size: relation queries per chunk (bounds memory).
+        class_agnostic_bbox_pred: one box regression for all classes.
+        kernel_regularizer: tf_keras regulariser of the fc kernels.
+        **kwargs: base layer arguments.
+
+    Example:
+    >>> head = RelationDetectionHead(num_classes=3, fc_dims=32, num_relation_heads=4)
+    >>> rois = tf.constant([[[0.0, 0, 10, 10], [0, 10, 10, 20]]])
+    >>> scores, boxes = head(tf.ones([1, 2, 7, 7, 8]), rois=rois)
+    >>> scores.shape, boxes.shape
+    (TensorShape([1, 2, 3]), TensorShape([1, 2, 12]))
+    """
+
+    def __init__(self, num_classes, fc_dims=1024, num_fcs=2, use_relation=True,
+                 num_relation_heads=16, geometry_dim=64, query_chunk_size=256,
+                 class_agnostic_bbox_pred=False, kernel_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        keras3_layers.RelationBoxHead(  # validates the options
+            num_classes, fc_dim=fc_dims, num_fcs=num_fcs, use_relation=use_relation,
+            num_heads=num_relation_heads, geometry_dim=geometry_dim,
+            query_chunk_size=query_chunk_size, class_agnostic_boxes=class_agnostic_bbox_pred)
+        if use_relation and fc_dims % num_relation_heads:
+            raise ValueError(f"`num_relation_heads` ({num_relation_heads}) must divide "
+                             f"`fc_dims` ({fc_dims}).")
+        self.options = dict(num_classes=num_classes, fc_dims=fc_dims, num_fcs=num_fcs,
+                            use_relation=use_relation, num_relation_heads=num_relation_heads,
+                            geometry_dim=geometry_dim, query_chunk_size=query_chunk_size,
+                            class_agnostic_bbox_pred=class_agnostic_bbox_pred)
+        self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+        dense = lambda units, name, stddev=None: head_dense(
+            tf_keras.layers, units, name, stddev, kernel_regularizer=self.kernel_regularizer)
+        self.fcs = [dense(fc_dims, f"fc{index + 6}") for index in range(num_fcs)]
+        self.relations = [
+            ObjectRelation(num_heads=num_relation_heads, geometry_dim=geometry_dim,
+                           query_chunk_size=query_chunk_size, name=f"relation{index + 1}")
+            for index in range(num_fcs)] if use_relation else []
+        self.classifier = dense(num_classes, "detection-scores", 0.01)
+        self.box_regressor = dense(4 * (1 if class_agnostic_bbox_pred else num_classes),
+                                   "detection-boxes", 0.001)
+
+    def call(self, roi_features, rois=None, roi_mask=None, training=None):
+        _, _, height, width, channels = roi_features.shape
+        shape = tf.shape(roi_features)
+        hidden = tf.reshape(roi_features, [shape[0], shape[1], height * width * channels])
+        for index, fc in enumerate(self.fcs):
+            hidden = fc(hidden)
+            if self.relations:
+                hidden += self.relations[index](hidden, boxes=rois, key_mask=roi_mask)
+            hidden = tf.nn.relu(hidden)
+        return self.classifier(hidden), self.box_regressor(hidden)
+
+    def get_config(self):
+        return {**super().get_config(), **self.options,
+                "kernel_regularizer": tf_keras.regularizers.serialize(self.kernel_regularizer)}

@@ -118,18 +118,9 @@ class ObjectRelation(BoxInputLayer):
                 f"`num_heads` ({self.num_heads}) must divide the feature width of "
                 f"`features`; received width {width}."
             )
-        key_width = self.num_heads * (self.key_dim or width // self.num_heads)
-        kernel = lambda name, shape: self.add_weight(
-            name=name, shape=shape, initializer=self.kernel_initializer)
-        bias = lambda name, size: self.add_weight(name=name, shape=(size,), initializer="zeros")
-        geometry = ()
-        if self.use_geometry:
-            geometry = (kernel("geometry_kernel", (self.geometry_dim, self.num_heads)),
-                        bias("geometry_bias", self.num_heads))
-        self.relation_weights = RelationWeights(
-            kernel("query_kernel", (width, key_width)), bias("query_bias", key_width),
-            kernel("key_kernel", (width, key_width)), bias("key_bias", key_width),
-            kernel("value_kernel", (width, width)), bias("output_bias", width), *geometry)
+        self.relation_weights = object_relation_weights(
+            self.add_weight, width, self.num_heads, self.key_dim, self.geometry_dim,
+            self.use_geometry, self.kernel_initializer)
 
     def call(self, features, boxes, key_mask=None, return_attention_scores=False):
         features = tf.cast(features, self.compute_dtype)
@@ -175,3 +166,26 @@ class ObjectRelation(BoxInputLayer):
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
         return config
+
+
+def object_relation_weights(add_weight, width, num_heads, key_dim, geometry_dim, use_geometry,
+                            kernel_initializer):
+    """Creates the weights of an object relation module with `add_weight`.
+
+    Shared by the Keras 3 layer and the tf_keras one of `keras_relnet.garden`.
+
+    Returns:
+        A `RelationWeights` (geometry weights None without the geometric term).
+    """
+    key_width = num_heads * (key_dim or width // num_heads)
+    kernel = lambda name, shape: add_weight(name=name, shape=shape,
+                                            initializer=kernel_initializer)
+    bias = lambda name, size: add_weight(name=name, shape=(size,), initializer="zeros")
+    geometry = ()
+    if use_geometry:
+        geometry = (kernel("geometry_kernel", (geometry_dim, num_heads)),
+                    bias("geometry_bias", num_heads))
+    return RelationWeights(
+        kernel("query_kernel", (width, key_width)), bias("query_bias", key_width),
+        kernel("key_kernel", (width, key_width)), bias("key_bias", key_width),
+        kernel("value_kernel", (width, width)), bias("output_bias", width), *geometry)

@@ -62,10 +62,8 @@ class RelationBoxHead(BoxInputLayer):
         self.relation_config = dict(
             num_heads=num_heads, geometry_dim=geometry_dim, box_format=box_format,
             size_offset=size_offset, query_chunk_size=query_chunk_size)
-        dense = lambda units, name, stddev=None: keras.layers.Dense(
-            units, name=name, dtype=self.dtype_policy,
-            kernel_initializer=(keras.initializers.RandomNormal(stddev=stddev)
-                                if stddev else "glorot_uniform"))
+        dense = lambda units, name, stddev=None: head_dense(
+            keras.layers, units, name, stddev, dtype=self.dtype_policy)
         self.fcs = [dense(fc_dim, f"fc{index + 6}") for index in range(num_fcs)]
         self.relations = [
             ObjectRelation(**self.relation_config, name=f"relation{index + 1}",
@@ -116,3 +114,20 @@ class RelationBoxHead(BoxInputLayer):
             **self.relation_config,
         )
         return config
+
+
+def head_dense(layers, units, name, stddev=None, **kwargs):
+    """A Dense layer of the box head: N(0, stddev) kernel when given, else Glorot.
+
+    Shared by the Keras 3 head and the tf_keras one of `keras_relnet.garden`.
+
+    Args:
+        layers: `keras.layers` or `tf_keras.layers`.
+        units, name: of the Dense layer.
+        stddev: standard deviation of the kernel (the classifier 0.01, the box
+            regressor 0.001 in the paper); None for the fc layers.
+        **kwargs: more Dense arguments.
+    """
+    initializer = ({"class_name": "RandomNormal", "config": {"stddev": stddev}}
+                   if stddev else "glorot_uniform")
+    return layers.Dense(units, name=name, kernel_initializer=initializer, **kwargs)

@@ -1,0 +1,196 @@
+"""Model Garden detection with the relation box head: head parity, tiny train_and_eval
+runs on generated COCO-format TFRecords, config errors."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from coco_shards import write_detection_shards
+from keras_relnet import layers as keras3_layers
+from keras_relnet.garden import layers as garden_layers
+from keras_relnet.garden.export import export_detection
+from keras_relnet.garden.maskrcnn_model import RelationMaskRCNNModel, relation_keys
+from official.core import exp_factory, task_factory, train_lib
+
+NUM_CLASSES = 4
+
+
+@pytest.fixture(scope="module")
+def coco_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("coco")
+    write_detection_shards(directory / "train-00000-of-00001", 8, NUM_CLASSES, seed=0)
+    write_detection_shards(directory / "val-00000-of-00001", 2, NUM_CLASSES, seed=1)
+    return directory
+
+
+def tiny_overrides(data_dir, mask=False):
+    overrides = {
+        "runtime": {"distribution_strategy": "one_device", "num_gpus": 0,
+                    "mixed_precision_dtype": "float32", "enable_xla": False},
+        "task": {
+            "init_checkpoint": "", "annotation_file": "",
+            "model": {"num_classes": NUM_CLASSES, "input_size": [128, 128, 3],
+                      "norm_activation": {"use_sync_bn": False},
+                      "rpn_head": {"num_filters": 32},
+                      "decoder": {"fpn": {"num_filters": 32}},
+                      "detection_head": {"num_filters": 32, "fc_dims": 64},
+                      "roi_generator": {"pre_nms_top_k": 200, "num_proposals": 64,
+                                        "test_pre_nms_top_k": 200, "test_num_proposals": 32},
+                      "roi_sampler": {"num_sampled_rois": 32},
+                      "detection_generator": {"pre_nms_top_k": 100, "max_num_detections": 10}},
+            "train_data": {"input_path": f"{data_dir}/train-*", "global_batch_size": 2,
+                           "dtype": "float32", "shuffle_buffer_size": 4,
+                           "parser": {"max_num_instances": 8}},
+            "validation_data": {"input_path": f"{data_dir}/val-*", "global_batch_size": 2,
+                                "dtype": "float32", "num_examples": 2},
+        },
+        "trainer": {"train_steps": 6, "steps_per_loop": 2, "summary_interval": 2,
+                    "checkpoint_interval": 6, "validation_steps": 1, "validation_interval": 6,
+                    "optimizer_config": {"learning_rate": {"type": "constant",
+                                                           "constant": {"learning_rate": 0.01}},
+                                         "warmup": {"type": None}}},
+    }
+    if mask:
+        overrides["task"]["model"].update(mask_head={"num_filters": 16, "num_convs": 1},
+                                          mask_sampler={"num_sampled_masks": 8})
+    return overrides
+
+
+def run(experiment, overrides, model_dir, backbone=None):
+    params = exp_factory.get_exp_config(experiment)
+    params.override(overrides)
+    if backbone is not None:
+        params.override({"task": {"model": {"backbone": backbone}}})
+    params.validate()
+    params.lock()
+    model_dir.mkdir(parents=True, exist_ok=True)  # Mask R-CNN eval writes annotation.json there
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with strategy.scope():
+        task = task_factory.get_task(params.task, logging_dir=str(model_dir))
+    return train_lib.run_experiment(distribution_strategy=strategy, task=task,
+                                    mode="train_and_eval", params=params,
+                                    model_dir=str(model_dir), run_post_eval=True)
+
+
+def training_losses(model_dir):
+    losses = []
+    for path in sorted(tf.io.gfile.glob(f"{model_dir}/train/events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            losses += [float(tf.make_ndarray(value.tensor)) for value in event.summary.value
+                       if value.tag == "total_loss"]
+    return losses
+
+
+def test_relation_faster_rcnn_trains_and_evaluates_with_the_relation_head(coco_dir, tmp_path):
+    backbone = {"type": "resnet", "resnet": {"model_id": 18}}
+    model, logs = run("fasterrcnn_relation_resnetfpn_coco", tiny_overrides(coco_dir),
+                      tmp_path, backbone)
+    assert isinstance(model, RelationMaskRCNNModel)
+    assert isinstance(model.detection_head[0], garden_layers.RelationDetectionHead)
+    assert len(model.detection_head[0].relations) == 2
+    assert {"AP", "AP50"} <= set(logs)
+    losses = training_losses(tmp_path)
+    assert len(losses) == 3 and np.isfinite(losses).all()
+    assert losses[-1] < losses[0], losses
+
+    params = exp_factory.get_exp_config("fasterrcnn_relation_resnetfpn_coco")
+    params.override(tiny_overrides(coco_dir))
+    params.override({"task": {"model": {"backbone": backbone}}})
+    saved_model = export_detection(params, str(tmp_path), str(tmp_path / "export"), [128, 128])
+    loaded = tf.saved_model.load(saved_model)
+    key = "detection_head/relation1/query_kernel:0"  # the relation head, not the stock one
+    exported = [v for v in loaded.model.variables if v.name.endswith(key)]
+    assert len(exported) == 1
+    trained = next(v for v in model.variables if v.name.endswith(key))
+    np.testing.assert_array_equal(exported[0].numpy(), trained.numpy())  # the checkpoint's
+    image = tf.cast(tf.random.uniform((1, 128, 128, 3), 0, 255), tf.uint8)
+    detections = loaded.signatures["serving_default"](inputs=image)
+    assert {"detection_boxes", "detection_scores", "detection_classes",
+            "num_detections"} <= set(detections)
+    assert detections["detection_boxes"].shape == (1, 10, 4)
+
+
+def test_detection_head_equals_the_keras3_relation_box_head():
+    keras3 = keras3_layers.RelationBoxHead(num_classes=3, fc_dim=32, num_heads=4)
+    garden = garden_layers.RelationDetectionHead(num_classes=3, fc_dims=32, num_relation_heads=4)
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(2, 6, 7, 7, 8)).astype("float32")
+    corners = rng.uniform(0, 100, (2, 6, 2, 2))
+    rois = np.concatenate([corners.min(axis=2), corners.max(axis=2) + 5], -1).astype("float32")
+    mask = np.ones((2, 6), bool)
+    mask[:, -2:] = False
+    keras3(features, rois, mask)
+    garden(features, rois=rois, roi_mask=mask)
+    assert [w.shape for w in garden.get_weights()] == [w.shape for w in keras3.get_weights()]
+    keras3.set_weights([w + rng.normal(size=w.shape).astype("float32") * 0.05
+                        for w in keras3.get_weights()])
+    garden.set_weights(keras3.get_weights())
+    for ours, theirs in zip(garden(features, rois=rois, roi_mask=mask),
+                            keras3(features, rois, mask)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_object_relation_equals_the_keras3_layer_and_keeps_boxes_float32():
+    keras3 = keras3_layers.ObjectRelation(num_heads=4)
+    garden = garden_layers.ObjectRelation(num_heads=4)
+    features = tf.random.normal((1, 5, 32))
+    boxes = tf.constant([[[0.0, 0, 10, 10], [0, 5, 10, 20], [5, 5, 9, 9], [1, 1, 3, 3],
+                          [1000.3, 1000.3, 1001.7, 1001.9]]])
+    keras3(features, boxes), garden(features, boxes=boxes)
+    keras3.set_weights([w + 0.05 for w in keras3.get_weights()])
+    garden.set_weights(keras3.get_weights())
+    np.testing.assert_allclose(garden(features, boxes=boxes), keras3(features, boxes),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_relation_keys_drop_padding_and_ground_truth_rois():
+    rois = tf.constant([[[0.0, 0, 10, 10], [0, 0, 0, 0], [5, 5, 9, 9]]])
+    np.testing.assert_array_equal(relation_keys(rois), [[True, False, True]])
+    matched = tf.constant([[[0.0, 0, 12, 12], [0, 0, 0, 0], [5, 5, 9, 9]]])
+    np.testing.assert_array_equal(relation_keys(rois, matched), [[True, False, False]])
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"relation_head": {"num_relation_heads": 12}},
+     r"task.model.relation_head.num_relation_heads \(12\) must divide "
+     r"task.model.detection_head.fc_dims \(1024\)"),
+    ({"input_size": [250, 250, 3]},
+     r"task.model.input_size \[250, 250, 3\] must be a multiple of 2\*\*max_level = 64"),
+    ({"detection_head": {"num_convs": 2}},
+     r"task.model.detection_head.num_convs must be 0 with the relation head"),
+    ({"backbone": {"type": "lrnet", "lrnet": {"model_id": 27}}},
+     r"task.model.backbone.lrnet.model_id must be one of"),
+])
+def test_bad_detection_config_fails_at_validation(override, message):
+    config = exp_factory.get_exp_config("fasterrcnn_relation_resnetfpn_coco")
+    config.override({"task": {"model": override}})
+    with pytest.raises(ValueError, match=message):
+        config.validate()
+
+
+def test_relation_experiment_has_the_paper_settings():
+    config = exp_factory.get_exp_config("fasterrcnn_relation_resnetfpn_coco")
+    model = config.task.model
+    assert (model.detection_head.num_convs, model.detection_head.num_fcs,
+            model.detection_head.fc_dims) == (0, 2, 1024)
+    assert model.relation_head.num_relation_heads == 16
+    assert model.roi_generator.test_num_proposals == 300
+    gc = exp_factory.get_exp_config("maskrcnn_gc_resnetfpn_coco").task.model
+    assert gc.include_mask and gc.backbone.type == "resnet_context"
+    assert gc.backbone.resnet_context.context_block == "gc"
+    lrnet = exp_factory.get_exp_config("maskrcnn_lrnet_fpn_coco").task.model
+    assert lrnet.backbone.type == "lrnet" and lrnet.backbone.lrnet.model_id == 50
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment, backbone", [
+    ("maskrcnn_gc_resnetfpn_coco",
+     {"type": "resnet_context", "resnet_context": {"model_id": 26}}),
+    ("maskrcnn_lrnet_fpn_coco",
+     {"type": "lrnet", "lrnet": {"model_id": 26, "width_multiplier": 0.25}}),
+])
+def test_mask_rcnn_with_relation_backbones_trains_and_evaluates(experiment, backbone, coco_dir,
+                                                                tmp_path):
+    _, logs = run(experiment, tiny_overrides(coco_dir, mask=True), tmp_path, backbone)
+    assert {"AP", "mask_AP"} <= set(logs)
+    assert np.isfinite(training_losses(tmp_path)).all()
