@@ -194,3 +194,8 @@ def test_mask_rcnn_with_relation_backbones_trains_and_evaluates(experiment, back
     _, logs = run(experiment, tiny_overrides(coco_dir, mask=True), tmp_path, backbone)
     assert {"AP", "mask_AP"} <= set(logs)
     assert np.isfinite(training_losses(tmp_path)).all()
+
+
+def test_object_relation_rejects_heads_not_dividing_the_width():
+    with pytest.raises(ValueError, match=r"`num_heads` \(3\) must divide the feature width"):
+        garden_layers.ObjectRelation(num_heads=3)(tf.ones([1, 3, 32]), boxes=tf.ones([1, 3, 4]))

@@ -129,9 +129,12 @@ class ImageNet:
 
     def examples(self, split):
         """Records in `split` (`train_examples` when given for "train")."""
+        return self._examples(split, self.files(split))
+
+    def _examples(self, split, files):
         if split == "train" and self.train_examples is not None:
             return self.train_examples
-        return shards.count_records(self.files(split), split)
+        return shards.count_records(files, split)
 
     def steps_per_epoch(self, global_batch_size):
         """Full global batches in one training epoch."""
@@ -158,7 +161,7 @@ class ImageNet:
             and float32 `[b, num_classes]` labels, `b` the per-replica batch.
         """
         files = self.files("train")
-        epoch_size = self.examples("train")
+        epoch_size = self._examples("train", files)
         batch_size, pipelines, pipeline_id = _batching(global_batch_size, input_context)
         first = start_step * global_batch_size
         cached = self._records(files, None).cache() if self.cache else None
@@ -204,7 +207,8 @@ class ImageNet:
         files = self.files("validation")
         batch_size, _, _ = _batching(batch_size, None)
         # A known size gives Keras its step count (progress bar, no warning at the end).
-        examples = tf.data.experimental.assert_cardinality(self.examples("validation"))
+        examples = tf.data.experimental.assert_cardinality(
+            self._examples("validation", files))
         return (
             self._records(files, None)
             .apply(examples)

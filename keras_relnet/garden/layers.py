@@ -173,10 +173,8 @@ class ObjectRelation(_OpsLayer):
 
     def build(self, input_shape):
         spec = self.spec
-        width = int(input_shape[-1])
-        spec.build((None, None, width), (None, None, 4))  # validates the width
         self.relation_weights = object_relation_weights(
-            self.add_weight, width, spec.num_heads, spec.key_dim, spec.geometry_dim,
+            self.add_weight, int(input_shape[-1]), spec.num_heads, spec.key_dim, spec.geometry_dim,
             spec.use_geometry, spec.kernel_initializer)
         super().build(input_shape)
 

@@ -113,11 +113,6 @@ class ObjectRelation(BoxInputLayer):
 
     def build(self, features_shape, boxes_shape, key_mask_shape=None):
         width = checked_object_inputs(features_shape, boxes_shape, key_mask_shape)
-        if width % self.num_heads:
-            raise ValueError(
-                f"`num_heads` ({self.num_heads}) must divide the feature width of "
-                f"`features`; received width {width}."
-            )
         self.relation_weights = object_relation_weights(
             self.add_weight, width, self.num_heads, self.key_dim, self.geometry_dim,
             self.use_geometry, self.kernel_initializer)
@@ -177,6 +172,11 @@ def object_relation_weights(add_weight, width, num_heads, key_dim, geometry_dim,
     Returns:
         A `RelationWeights` (geometry weights None without the geometric term).
     """
+    if width % num_heads:
+        raise ValueError(
+            f"`num_heads` ({num_heads}) must divide the feature width of "
+            f"`features`; received width {width}."
+        )
     key_width = num_heads * (key_dim or width // num_heads)
     kernel = lambda name, shape: add_weight(name=name, shape=shape,
                                             initializer=kernel_initializer)
