@@ -4,6 +4,7 @@ runs on generated COCO-format TFRecords, config errors."""
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from coco_shards import write_detection_shards
 from keras_relnet import layers as keras3_layers
@@ -11,6 +12,9 @@ from keras_relnet.garden import layers as garden_layers
 from keras_relnet.garden.export import export_detection
 from keras_relnet.garden.maskrcnn_model import RelationMaskRCNNModel, relation_keys
 from official.core import exp_factory, task_factory, train_lib
+
+TINY_DUPLICATE_REMOVAL = {"top_k": 8, "embedding_dim": 16, "rank_dim": 32, "num_heads": 2,
+                          "key_dim": 8}
 
 NUM_CLASSES = 4
 
@@ -72,12 +76,12 @@ def run(experiment, overrides, model_dir, backbone=None):
                                     model_dir=str(model_dir), run_post_eval=True)
 
 
-def training_losses(model_dir):
+def training_losses(model_dir, tag="total_loss"):
     losses = []
     for path in sorted(tf.io.gfile.glob(f"{model_dir}/train/events.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             losses += [float(tf.make_ndarray(value.tensor)) for value in event.summary.value
-                       if value.tag == "total_loss"]
+                       if value.tag == tag]
     return losses
 
 
@@ -108,6 +112,125 @@ def test_relation_faster_rcnn_trains_and_evaluates_with_the_relation_head(coco_d
     assert {"detection_boxes", "detection_scores", "detection_classes",
             "num_detections"} <= set(detections)
     assert detections["detection_boxes"].shape == (1, 10, 4)
+
+
+def e2e_overrides(data_dir):
+    overrides = tiny_overrides(data_dir)
+    overrides["task"]["model"]["duplicate_removal"] = TINY_DUPLICATE_REMOVAL
+    return overrides
+
+
+def test_end_to_end_step_trains_the_duplicate_removal_and_detects_without_nms(coco_dir):
+    params = exp_factory.get_exp_config("fasterrcnn_relation_e2e_resnetfpn_coco")
+    params.override(e2e_overrides(coco_dir))
+    params.override({"task": {"model": {"backbone": {"type": "resnet",
+                                                     "resnet": {"model_id": 18}}}}})
+    params.validate()
+    task = task_factory.get_task(params.task)
+    model = task.build_model()
+    assert isinstance(model.duplicate_removal, garden_layers.DuplicateRemoval)
+    assert model.detection_generator.get_config()["apply_nms"] is False
+    images, labels = next(iter(task.build_inputs(params.task.train_data)))
+    optimizer = task.create_optimizer(params.trainer.optimizer_config, params.runtime)
+    metrics = task.build_metrics(training=True)
+    classifier = model.duplicate_removal.classifier.kernel
+    before = classifier.numpy()
+    task.train_step((images, labels), model, optimizer, metrics=metrics)
+    losses = {m.name: float(m.result()) for m in metrics}
+    assert np.isfinite(losses["duplicate_removal_loss"]) and losses["duplicate_removal_loss"] > 0
+    assert np.any(classifier.numpy() != before)
+
+    with tf.GradientTape() as tape:
+        outputs = model(images, image_shape=labels["image_info"][:, 1, :],
+                        anchor_boxes=labels["anchor_boxes"], gt_boxes=labels["gt_boxes"],
+                        gt_classes=labels["gt_classes"], training=True)
+        loss = task.build_losses(outputs, labels)["duplicate_removal_loss"]
+    head = model.detection_head[0]
+    variables = [*model.duplicate_removal.trainable_variables, head.classifier.kernel,
+                 head.box_regressor.kernel]
+    gradients = tape.gradient(loss, variables)
+    assert all(g is not None for g in gradients[:-2])
+    # End to end: the loss reaches the class scores (s0), not the box regression.
+    assert np.abs(gradients[-2].numpy()).max() > 0 and gradients[-1] is None
+
+    outputs = model(images, image_shape=labels["image_info"][:, 1, :],
+                    anchor_boxes=labels["anchor_boxes"], training=False)
+    # The stock decode-only generator gives no detections: these are the learned NMS's.
+    assert "decoded_boxes" not in outputs
+    assert outputs["detection_boxes"].shape == (2, 10, 4)
+    scores, count = outputs["detection_scores"].numpy(), outputs["num_detections"].numpy()
+    assert np.all(np.diff(scores, axis=1) <= 0) and np.all((scores > 0).sum(1) == count)
+    classes = outputs["detection_classes"].numpy()
+    assert np.all((classes[:, :count.min()] >= 1) & (classes[:, :count.min()] < NUM_CLASSES))
+
+
+@pytest.mark.slow
+def test_end_to_end_relation_faster_rcnn_trains_evaluates_and_exports(coco_dir, tmp_path):
+    backbone = {"type": "resnet", "resnet": {"model_id": 18}}
+    model, logs = run("fasterrcnn_relation_e2e_resnetfpn_coco", e2e_overrides(coco_dir),
+                      tmp_path, backbone)
+    assert model.duplicate_removal is not None and {"AP", "AP50"} <= set(logs)
+    removal_losses = training_losses(tmp_path, "duplicate_removal_loss")
+    assert len(removal_losses) == 3 and np.isfinite(removal_losses).all()
+    assert removal_losses[-1] < removal_losses[0], removal_losses
+
+    params = exp_factory.get_exp_config("fasterrcnn_relation_e2e_resnetfpn_coco")
+    params.override(e2e_overrides(coco_dir))
+    params.override({"task": {"model": {"backbone": backbone}}})
+    saved_model = export_detection(params, str(tmp_path), str(tmp_path / "export"), [128, 128])
+    loaded = tf.saved_model.load(saved_model)
+    assert any("duplicate_removal/relation/query_kernel" in v.name
+               for v in loaded.model.variables)
+    image = tf.cast(tf.random.uniform((1, 128, 128, 3), 0, 255), tf.uint8)
+    detections = loaded.signatures["serving_default"](inputs=image)
+    assert detections["detection_boxes"].shape == (1, 10, 4)
+
+
+def test_duplicate_removal_equals_the_keras3_layer():
+    options = dict(top_k=5, embedding_dim=16, rank_dim=32, num_heads=2, key_dim=4)
+    keras3 = keras3_layers.DuplicateRemoval(**options)
+    garden = garden_layers.DuplicateRemoval(**options)
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(2, 7, 8)).astype("float32")
+    scores = rng.uniform(size=(2, 7, 3)).astype("float32")
+    corners = rng.uniform(0, 50, (2, 7, 3, 2, 2))
+    boxes = np.concatenate([corners.min(3), corners.max(3) + 3], -1).astype("float32")
+    mask = np.ones((2, 7), bool)
+    mask[1, -3:] = False
+    keras3(scores, boxes, features, mask)
+    garden(features, scores=scores, boxes=boxes, roi_mask=mask)
+    keras3.set_weights([w + rng.normal(size=w.shape).astype("float32") * 0.1
+                        for w in keras3.get_weights()])
+    garden.set_weights(keras3.get_weights())
+    expected = keras3(scores, boxes, features, mask)
+    for key, value in garden(features, scores=scores, boxes=boxes, roi_mask=mask).items():
+        np.testing.assert_allclose(value, expected[key], rtol=1e-5, atol=1e-6)
+    for key, value in garden.detect(features, scores=scores, boxes=boxes).items():
+        np.testing.assert_allclose(value, keras3.detect(scores, boxes, features)[key],
+                                   rtol=1e-5, atol=1e-6)
+    config = garden.get_config()
+    assert garden_layers.DuplicateRemoval.from_config(config).get_config() == config
+
+
+def test_duplicate_removal_under_mixed_bfloat16_keeps_scores_and_boxes_float32():
+    options = dict(top_k=5, embedding_dim=16, rank_dim=32, num_heads=2, key_dim=4)
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(1, 6, 8)).astype("float32")
+    scores = rng.uniform(size=(1, 6, 2)).astype("float32")
+    boxes = np.sort(rng.uniform(900, 1000, (1, 6, 2, 4)), -1).astype("float32")
+    reference = garden_layers.DuplicateRemoval(**options)
+    expected = reference(features, scores=scores, boxes=boxes)
+    tf_keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        layer = garden_layers.DuplicateRemoval(**options)
+        layer(features, scores=scores, boxes=boxes)
+        layer.set_weights(reference.get_weights())
+        outputs = layer(features, scores=scores, boxes=boxes)
+    finally:
+        tf_keras.mixed_precision.set_global_policy("float32")
+    assert outputs["scores"].dtype == outputs["boxes"].dtype == tf.float32
+    np.testing.assert_array_equal(outputs["boxes"], expected["boxes"])  # no bfloat16 rounding
+    np.testing.assert_allclose(outputs["scores"], expected["scores"], atol=0.01)
 
 
 def test_detection_head_equals_the_keras3_relation_box_head():
@@ -160,9 +283,14 @@ def test_relation_keys_drop_padding_and_ground_truth_rois():
      r"task.model.detection_head.num_convs must be 0 with the relation head"),
     ({"backbone": {"type": "lrnet", "lrnet": {"model_id": 27}}},
      r"task.model.backbone.lrnet.model_id must be one of"),
+    ({"duplicate_removal": {"num_heads": 12}},
+     r"task.model.duplicate_removal.num_heads \(12\) must divide "
+     r"task.model.duplicate_removal.embedding_dim \(128\)"),
+    ({"duplicate_removal": {"iou_thresholds": [0.5, 1.5]}},
+     r"task.model.duplicate_removal: `iou_thresholds` must be a non-empty sequence"),
 ])
 def test_bad_detection_config_fails_at_validation(override, message):
-    config = exp_factory.get_exp_config("fasterrcnn_relation_resnetfpn_coco")
+    config = exp_factory.get_exp_config("fasterrcnn_relation_e2e_resnetfpn_coco")
     config.override({"task": {"model": override}})
     with pytest.raises(ValueError, match=message):
         config.validate()
@@ -175,6 +303,13 @@ def test_relation_experiment_has_the_paper_settings():
             model.detection_head.fc_dims) == (0, 2, 1024)
     assert model.relation_head.num_relation_heads == 16
     assert model.roi_generator.test_num_proposals == 300
+    assert not model.duplicate_removal.use_duplicate_removal
+    learned_nms = exp_factory.get_exp_config(
+        "fasterrcnn_relation_e2e_resnetfpn_coco").task.model.duplicate_removal
+    assert learned_nms.use_duplicate_removal
+    assert (learned_nms.top_k, learned_nms.num_heads, learned_nms.embedding_dim,
+            learned_nms.rank_dim, learned_nms.positive_weight) == (150, 16, 128, 1024, 4.0)
+    assert learned_nms.iou_thresholds == [0.5, 0.6, 0.7, 0.8, 0.9]
     gc = exp_factory.get_exp_config("maskrcnn_gc_resnetfpn_coco").task.model
     assert gc.include_mask and gc.backbone.type == "resnet_context"
     assert gc.backbone.resnet_context.context_block == "gc"

@@ -119,6 +119,9 @@ def check_detection_model(model, path):
         raise ValueError(
             f"{path}.input_size {list(model.input_size)} must be a multiple of "
             f"2**max_level = {stride} in height and width (max_level={model.max_level}).")
+    learned_nms = getattr(model, "duplicate_removal", None)
+    if learned_nms is not None and learned_nms.use_duplicate_removal:
+        check_duplicate_removal(learned_nms, f"{path}.duplicate_removal")
     relation = getattr(model, "relation_head", None)
     if relation is None or not relation.use_relation:
         return
@@ -131,6 +134,28 @@ def check_detection_model(model, path):
         raise ValueError(
             f"{path}.detection_head.num_convs must be 0 with the relation head (the 2fc "
             f"head of the paper); received {model.detection_head.num_convs}.")
+
+
+def check_duplicate_removal(config, path):
+    """Raises a `ValueError` naming the option when the duplicate removal config is invalid.
+
+    Args:
+        config: a `DuplicateRemovalHead` config.
+        path: where it is in the experiment, for the message.
+    """
+    if config.embedding_dim % config.num_heads:
+        raise ValueError(f"{path}.num_heads ({config.num_heads}) must divide "
+                         f"{path}.embedding_dim ({config.embedding_dim}).")
+    try:
+        keras3_layers.DuplicateRemoval(
+            top_k=config.top_k, iou_thresholds=config.iou_thresholds,
+            embedding_dim=config.embedding_dim, rank_dim=config.rank_dim,
+            num_heads=config.num_heads, key_dim=config.key_dim,
+            geometry_dim=config.geometry_dim, query_chunk_size=config.query_chunk_size,
+            score_threshold=config.score_threshold)
+        checks.check_positive_number("positive_weight", config.positive_weight)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 def imagenet_experiment(backbone, epochs=100, batch_size=256):

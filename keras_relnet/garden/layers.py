@@ -23,6 +23,7 @@ from keras_relnet.layers.object_relation import object_relation_weights
 from keras_relnet.layers.relation_box_head import head_dense
 from keras_relnet.layers.squeeze_excitation import squeeze_excitation_weights
 from keras_relnet.ops.context import global_context, non_local_2d, squeeze_excitation
+from keras_relnet.ops.duplicate_removal import learned_detections, refine_candidates
 from keras_relnet.ops.local_relation import local_relation_2d
 from keras_relnet.ops.object_relation import RelationWeights, object_relation
 
@@ -248,7 +249,22 @@ class RelationDetectionHead(tf_keras.layers.Layer):
         self.box_regressor = dense(4 * (1 if class_agnostic_bbox_pred else num_classes),
                                    "detection-boxes", 0.001)
 
-    def call(self, roi_features, rois=None, roi_mask=None, training=None):
+    def call(self, roi_features, rois=None, roi_mask=None, training=None,
+             return_features=False):
+        """Class scores and box deltas (and, if asked, the last fc's features).
+
+        Args:
+            roi_features: `[batch, rois, h, w, channels]`.
+            rois: `[batch, rois, 4]` boxes (yxyx) for the relation geometry.
+            roi_mask: optional `[batch, rois]` bool, False for RoIs that are
+                not relation keys.
+            training: unused (no dropout or batch norm).
+            return_features: also return the `[batch, rois, fc_dims]` features
+                (the duplicate removal network's appearance input).
+
+        Returns:
+            `(class_outputs, box_outputs)` or `(class_outputs, box_outputs, features)`.
+        """
         _, _, height, width, channels = roi_features.shape
         shape = tf.shape(roi_features)
         hidden = tf.reshape(roi_features, [shape[0], shape[1], height * width * channels])
@@ -257,8 +273,81 @@ class RelationDetectionHead(tf_keras.layers.Layer):
             if self.relations:
                 hidden += self.relations[index](hidden, boxes=rois, key_mask=roi_mask)
             hidden = tf.nn.relu(hidden)
-        return self.classifier(hidden), self.box_regressor(hidden)
+        outputs = self.classifier(hidden), self.box_regressor(hidden)
+        return outputs + (hidden,) if return_features else outputs
 
     def get_config(self):
         return {**super().get_config(), **self.options,
                 "kernel_regularizer": tf_keras.regularizers.serialize(self.kernel_regularizer)}
+
+
+@tf_keras.saving.register_keras_serializable(package=_PACKAGE)
+class DuplicateRemoval(tf_keras.layers.Layer):
+    """tf_keras `DuplicateRemoval` (see `keras_relnet.layers.DuplicateRemoval`).
+
+    The learned NMS of the end-to-end relation detector: same sub-layers,
+    weight order and forward pass (`ops.duplicate_removal.refine_candidates`)
+    as the Keras 3 layer. The head features come first (tf_keras casts them
+    to the compute dtype); scores, boxes and the RoI mask go by keyword and
+    keep their dtype.
+
+    Args:
+        **kwargs: the arguments of the Keras 3 `DuplicateRemoval` (validated
+            by it) and the base layer arguments.
+
+    Example:
+    >>> layer = DuplicateRemoval(top_k=4, embedding_dim=16, rank_dim=32, num_heads=2, key_dim=4)
+    >>> boxes = tf.constant([[[0.0, 0, 1, 1], [0, 0, 1, 0.9], [2, 2, 3, 3]]])
+    >>> scores = tf.constant([[[0.9, 0.1], [0.8, 0.1], [0.3, 0.6]]])
+    >>> layer(tf.ones([1, 3, 8]), scores=scores, boxes=boxes)["scores"].shape
+    TensorShape([1, 2, 4, 5])
+    """
+
+    def __init__(self, **kwargs):
+        base = {key: kwargs.pop(key) for key in list(kwargs) if key in _BASE_ARGUMENTS}
+        super().__init__(**base)
+        config = keras3_layers.DuplicateRemoval(**kwargs).get_config()  # validates
+        for key in ("name", "trainable", "dtype"):
+            config.pop(key)
+        self.options = config
+        dense = lambda units, name, **extra: tf_keras.layers.Dense(
+            units, name=name, kernel_initializer=tf_keras.initializers.RandomNormal(stddev=0.01),
+            **extra)
+        self.rank_embedding = dense(config["embedding_dim"], "rank_embedding")
+        self.appearance_embedding = dense(config["embedding_dim"], "appearance_embedding")
+        self.relation = ObjectRelation(
+            **{key: config[key] for key in ("num_heads", "key_dim", "geometry_dim", "box_format",
+                                            "size_offset", "query_chunk_size")},
+            residual=True, name="relation")
+        self.classifier = dense(len(config["iou_thresholds"]), "threshold_logits",
+                                bias_initializer=tf_keras.initializers.Constant(-3.0))
+
+    def call(self, features, scores=None, boxes=None, roi_mask=None):
+        """Candidates and their refined scores (see `refine_candidates`).
+
+        Args:
+            features: `[batch, rois, D]` head features.
+            scores: `[batch, rois, classes]` class probabilities without background.
+            boxes: `[batch, rois, classes, 4]` or `[batch, rois, 4]`.
+            roi_mask: optional `[batch, rois]` bool, False for RoIs that are
+                not candidates.
+
+        Returns:
+            The dict of the Keras 3 layer's `call`.
+        """
+        return refine_candidates(
+            scores, boxes, features, self.options["top_k"], self.options["rank_dim"],
+            self.appearance_embedding, self.rank_embedding,
+            lambda x, candidate_boxes, mask: self.relation(x, boxes=candidate_boxes,
+                                                           key_mask=mask),
+            self.classifier, roi_mask)
+
+    def detect(self, features, scores=None, boxes=None, roi_mask=None):
+        """Detections without NMS, in `tf.image.combined_non_max_suppression` form."""
+        return learned_detections(self(features, scores=scores, boxes=boxes, roi_mask=roi_mask),
+                                  self.options["max_detections"], self.options["score_threshold"])
+
+    def get_config(self):
+        # Plain list: tf_keras wraps the stored one in a tracking ListWrapper.
+        return {**super().get_config(), **self.options,
+                "iou_thresholds": list(self.options["iou_thresholds"])}

@@ -6,8 +6,11 @@ import tensorflow as tf
 from keras_relnet.layers.box_inputs import BoxInputLayer
 from keras_relnet.layers.object_relation import ObjectRelation
 from keras_relnet.ops import checks
-from keras_relnet.ops.box_geometry import sinusoid
-from keras_relnet.ops.duplicate_removal import IOU_THRESHOLDS, detections, top_candidates
+from keras_relnet.ops.duplicate_removal import (
+    IOU_THRESHOLDS,
+    learned_detections,
+    refine_candidates,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
@@ -111,29 +114,10 @@ class DuplicateRemoval(BoxInputLayer):
         self.classifier.build((None, None, self.embedding_dim))
 
     def call(self, scores, boxes, features, roi_mask=None):
-        initial_scores, candidate_boxes, indices, valid = top_candidates(
-            scores, boxes, self.top_k, roi_mask)
-        batch, classes = tf.shape(indices)[0], tf.shape(indices)[1]
-        appearance = tf.gather(self.appearance_embedding(features), indices, batch_dims=1)
-        rank = self.rank_embedding(sinusoid(tf.range(self.top_k, dtype=tf.float32),
-                                            self.rank_dim))
-        per_class = lambda t: tf.reshape(t, tf.concat([[batch * classes, self.top_k],
-                                                       tf.shape(t)[3:]], 0))
-        embedded = per_class(appearance + tf.cast(rank, appearance.dtype))
-        related = self.relation(embedded, per_class(candidate_boxes),
-                                key_mask=per_class(valid))
-        logits = self.classifier(related)
-        # Scores and s1 in float32 (float64 if either is float64).
-        dtype = tf.float64 if tf.float64 in (logits.dtype, initial_scores.dtype) else tf.float32
-        refined = tf.sigmoid(tf.cast(logits, dtype))
-        refined = tf.reshape(refined, [batch, classes, self.top_k, len(self.iou_thresholds)])
-        return {
-            "scores": tf.expand_dims(tf.cast(initial_scores, dtype), -1) * refined,
-            "initial_scores": initial_scores,
-            "boxes": candidate_boxes,
-            "valid": valid,
-            "indices": indices,
-        }
+        return refine_candidates(
+            scores, boxes, features, self.top_k, self.rank_dim, self.appearance_embedding,
+            self.rank_embedding, lambda x, b, mask: self.relation(x, b, key_mask=mask),
+            self.classifier, roi_mask)
 
     def detect(self, scores, boxes, features, roi_mask=None):
         """Detections, a drop-in for `tf.image.combined_non_max_suppression`.
@@ -146,9 +130,8 @@ class DuplicateRemoval(BoxInputLayer):
             `nmsed_scores`, `nmsed_classes` `[batch, max_detections]` and
             `valid_detections [batch]`.
         """
-        outputs = self(scores, boxes, features, roi_mask=roi_mask)
-        return detections(tf.reduce_mean(outputs["scores"], axis=-1), outputs["boxes"],
-                          outputs["valid"], self.max_detections, self.score_threshold)
+        return learned_detections(self(scores, boxes, features, roi_mask=roi_mask),
+                                  self.max_detections, self.score_threshold)
 
     def compute_output_spec(self, scores, boxes, features, roi_mask=None):
         batch, classes = scores.shape[0], scores.shape[2]

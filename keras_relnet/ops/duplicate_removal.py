@@ -8,6 +8,7 @@ Layout: per image and class, the top `n` scoring RoIs are the candidates,
 
 import tensorflow as tf
 
+from keras_relnet.ops.box_geometry import sinusoid
 from keras_relnet.ops.precision import at_least_float32
 
 IOU_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -31,6 +32,7 @@ def top_candidates(scores, boxes, top_k, roi_mask=None):
     >>> i.numpy().tolist(), v.numpy().tolist()
     ([[[1, 0, 0]]], [[[True, True, False]]])
     """
+    scores, boxes = tf.convert_to_tensor(scores), tf.convert_to_tensor(boxes)
     count = tf.shape(scores)[1]
     valid_rois = tf.ones(tf.shape(scores)[:2], tf.bool) if roi_mask is None else roi_mask
     # Padding RoIs rank below every real one; `count < top_k` is padded up.
@@ -49,6 +51,65 @@ def top_candidates(scores, boxes, top_k, roi_mask=None):
     zero = tf.zeros_like(candidate_scores)
     return (tf.where(valid, candidate_scores, zero),
             tf.where(tf.expand_dims(valid, -1), class_boxes, 0.0), indices, valid)
+
+
+def refine_candidates(scores, boxes, features, top_k, rank_dim, embed_appearance, embed_rank,
+                      relate, classify, roi_mask=None):
+    """The duplicate removal network's forward pass, over its sub-networks.
+
+    Per class, the top `top_k` RoIs are embedded (appearance + score rank),
+    related among themselves and classified per IoU threshold:
+
+        x  = embed_appearance(feature) + embed_rank(sinusoid(rank))
+        s1 = sigmoid(classify(relate(x, boxes, valid)))
+
+    Both layer fronts (Keras 3 and tf_keras) pass their own sub-layers here.
+
+    Args:
+        scores: `[B, R, C]` class probabilities without background (s0).
+        boxes: `[B, R, C, 4]` class-specific or `[B, R, 4]` shared boxes.
+        features: `[B, R, D]` head features.
+        top_k: candidates per class, n.
+        rank_dim: size of the rank sinusoid.
+        embed_appearance: `[B, R, D] -> [B, R, E]`.
+        embed_rank: `[n, rank_dim] -> [n, E]`.
+        relate: `(x [B*C, n, E], boxes [B*C, n, 4], key_mask [B*C, n]) -> [B*C, n, E]`,
+            the residual relation module.
+        classify: `[B*C, n, E] -> [B*C, n, T]` logits.
+        roi_mask: optional `[B, R]` bool, False for RoIs that are not candidates.
+
+    Returns:
+        A dict: `scores` `[B, C, n, T]` (`s0 * s1`, float32 or float64),
+        `initial_scores` (s0) `[B, C, n]`, `boxes` `[B, C, n, 4]`, `valid`
+        (bool) and `indices` (RoI index) `[B, C, n]`.
+
+    Example:
+    >>> out = refine_candidates(
+    ...     tf.constant([[[0.9], [0.5]]]), tf.zeros([1, 2, 4]), tf.ones([1, 2, 3]), 2, 4,
+    ...     embed_appearance=lambda f: f, embed_rank=lambda r: tf.zeros([2, 3]),
+    ...     relate=lambda x, b, m: x, classify=lambda x: tf.zeros_like(x[..., :1]))
+    >>> out["scores"].numpy()[0, 0, :, 0]  # s0 * sigmoid(0)
+    array([0.45, 0.25], dtype=float32)
+    """
+    initial_scores, candidate_boxes, indices, valid = top_candidates(
+        scores, boxes, top_k, roi_mask)
+    batch, classes = tf.shape(indices)[0], tf.shape(indices)[1]
+    appearance = tf.gather(embed_appearance(features), indices, batch_dims=1)
+    rank = embed_rank(sinusoid(tf.range(top_k, dtype=tf.float32), rank_dim))
+    per_class = lambda t: tf.reshape(t, tf.concat([[batch * classes, top_k], tf.shape(t)[3:]], 0))
+    related = relate(per_class(appearance + tf.cast(rank, appearance.dtype)),
+                     per_class(candidate_boxes), per_class(valid))
+    logits = classify(related)
+    dtype = tf.float64 if tf.float64 in (logits.dtype, initial_scores.dtype) else tf.float32
+    refined = tf.sigmoid(tf.cast(logits, dtype))
+    refined = tf.reshape(refined, [batch, classes, top_k, tf.shape(logits)[-1]])
+    return {
+        "scores": tf.expand_dims(tf.cast(initial_scores, dtype), -1) * refined,
+        "initial_scores": initial_scores,
+        "boxes": candidate_boxes,
+        "valid": valid,
+        "indices": indices,
+    }
 
 
 def pairwise_iou(boxes, other_boxes):
@@ -103,6 +164,7 @@ def duplicate_removal_targets(boxes, scores, valid, gt_boxes, gt_classes,
     [[0.0, 1.0], [1.0, 0.0]]
     """
     classes = tf.range(tf.shape(boxes)[1])
+    gt_classes = tf.cast(gt_classes, tf.int32)
     same_class = tf.equal(gt_classes[:, None, :], classes[None, :, None])  # [B, C, G]
     iou = pairwise_iou(boxes, gt_boxes[:, None])  # [B, C, n, G]
     iou = tf.where(same_class[:, :, None, :], iou, -1.0)
@@ -150,6 +212,21 @@ def duplicate_removal_loss(scores, targets, valid, positive_weight=4.0, epsilon=
     per_image = tf.reduce_sum(losses, axis=[1, 2, 3])
     normaliser = tf.cast(tf.shape(scores)[2] * tf.shape(scores)[3], losses.dtype)
     return tf.reduce_mean(per_image / normaliser)
+
+
+def learned_detections(outputs, max_detections=100, score_threshold=1e-3):
+    """Detections from `refine_candidates` outputs: the final score is the mean
+    over thresholds of `s0 * s1`, and there is no NMS.
+
+    Args:
+        outputs: the dict of `refine_candidates`.
+        max_detections, score_threshold: as in `detections`.
+
+    Returns:
+        The dict of `detections`.
+    """
+    return detections(tf.reduce_mean(outputs["scores"], axis=-1), outputs["boxes"],
+                      outputs["valid"], max_detections, score_threshold)
 
 
 def detections(scores, boxes, valid, max_detections=100, score_threshold=1e-3):
