@@ -1,11 +1,12 @@
 # Each target creates .venv at the repo root when missing and installs the
-# pinned stack (requirements.txt + constraints.txt) and the package, editable.
+# pinned stack (requirements.txt + constraints.txt) and the package, editable,
+# and builds the custom local relation kernels (g++, and nvcc when present).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench install clean
+.PHONY: demo test test-slow bench install ops cuda-harness clean
 
 demo: $(INSTALLED)
 	$(PY) examples/train_digits.py
@@ -25,11 +26,27 @@ bench: $(INSTALLED)
 
 install: $(INSTALLED)
 
-$(INSTALLED): setup.py requirements.txt constraints.txt
+# Rebuilds the kernels (`custom_ops/build.py --force`); install builds them when stale.
+ops: $(INSTALLED)
+	$(PY) custom_ops/build.py --force
+
+# The TensorFlow-free CUDA test harness (run it on any GPU machine: build/cuda_harness;
+# its CPU reference is built without -march=native, so the binary travels).
+HARNESS := custom_ops/local_relation/harness
+cuda-harness:
+	mkdir -p build
+	g++ -O3 -fno-trapping-math -std=c++17 -Icustom_ops/local_relation \
+	    -c $(HARNESS)/cpu_reference.cc -o build/cpu_reference.o
+	nvcc -O3 -std=c++17 -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90,code=sm_90 \
+	    -Icustom_ops/local_relation $(HARNESS)/local_relation_harness.cu \
+	    custom_ops/local_relation/local_relation_kernels.cu build/cpu_reference.o -o build/cuda_harness
+
+$(INSTALLED): setup.py requirements.txt constraints.txt $(wildcard custom_ops/*.py custom_ops/local_relation/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) custom_ops/build.py
 	touch $(INSTALLED)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info keras_relnet/ops/_local_relation_ops.so

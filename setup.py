@@ -1,8 +1,28 @@
 """keras-relnet: relation networks for computer vision in TensorFlow/Keras."""
 
 import pathlib
+import subprocess
+import sys
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildPyWithKernels(build_py):
+    """Builds the custom local relation kernels (custom_ops/build.py) into the package.
+
+    They need the installed TensorFlow's headers: with pip's build isolation
+    (no TensorFlow in the build environment) the step is skipped with a
+    message, and `make ops` or `python custom_ops/build.py` builds them later;
+    until then `implementation="auto"` falls back to the reference path.
+    """
+
+    def run(self):
+        script = pathlib.Path(__file__).with_name("custom_ops") / "build.py"
+        if subprocess.run([sys.executable, str(script)]).returncode:
+            print("keras-relnet: the custom kernels were not built (see above); run "
+                  "`python custom_ops/build.py` in the installed environment.", file=sys.stderr)
+        super().run()
 
 setup(
     name="keras-relnet",
@@ -12,6 +32,8 @@ setup(
     long_description=pathlib.Path(__file__).with_name("README.md").read_text(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["keras_relnet", "keras_relnet.*"]),
+    package_data={"keras_relnet.ops": ["_local_relation_ops.so"]},
+    cmdclass={"build_py": BuildPyWithKernels},
     python_requires=">=3.10",
     install_requires=["tensorflow~=2.20.0", "keras>=3.10,<4", "numpy"],
     extras_require={

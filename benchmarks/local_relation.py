@@ -1,12 +1,16 @@
 """Local relation layer: time and peak memory of each implementation.
 
 At the LR-Net-50 stage shapes (batch 8, 7x7 window, m = 8) this prints, for
-the "reference" and "xla" implementations, a naive `tf.image.extract_patches`
+the "custom" (compiled kernel), "reference" and "xla" implementations, a naive `tf.image.extract_patches`
 version and a `DepthwiseConv2D` 7x7 of the same shape (the practical floor:
 the same multiply-add count), the forward and forward+backward times, the peak
 memory TensorFlow's allocator reports for one forward+backward, and ratios
 against the depthwise convolution and the naive version, all measured in this
 run. The naive version is checked against the reference before timing.
+
+It then times one training step (forward, backward, SGD update) of LR-Net-50
+against ResNet-50 at batch 8, 224x224, with each local relation
+implementation, the ResNet-50 step measured in the same run.
 
 Run: `make bench` or `.venv/bin/python benchmarks/local_relation.py [--quick]`.
 """
@@ -19,7 +23,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_relnet import ops  # noqa: E402
+import keras  # noqa: E402
+
+from keras_relnet import applications, ops  # noqa: E402
 from timing import median_ms, peak_memory_mb  # noqa: E402
 
 BATCH, KERNEL, GROUP_SIZE = 8, 7, 8
@@ -59,6 +65,7 @@ def candidates(size, channels):
     run = lambda implementation: (
         lambda q, k, v, p: ops.local_relation(q, k, v, p, implementation=implementation))
     return {
+        "custom": (run("custom"), relation),
         "reference": (run("reference"), relation),
         "xla": (run("xla"), relation),
         "naive extract_patches": (naive_local_relation, relation),
@@ -81,6 +88,27 @@ def measure(function, inputs, repeats):
     step = lambda: [g.numpy() for g in forward_backward(*inputs)]
     backward_ms = median_ms(step, repeats)
     return forward_ms, backward_ms, peak_memory_mb(step)
+
+
+def training_step_ms(model, repeats, batch=BATCH, size=224):
+    """Median ms of one `train_on_batch` (SGD, sparse cross-entropy) at `batch` x size^2."""
+    model.compile(optimizer=keras.optimizers.SGD(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy())
+    images = tf.random.stateless_uniform([batch, size, size, 3], [0, 0])
+    labels = tf.random.stateless_uniform([batch], [0, 1], maxval=1000, dtype=tf.int32)
+    return median_ms(lambda: model.train_on_batch(images, labels), repeats)
+
+
+def training_steps(repeats, implementations):
+    """Prints LR-Net-50 training-step times against ResNet-50's, measured now."""
+    resnet = training_step_ms(applications.ResNet50(), repeats)
+    print(f"\nTraining step, batch {BATCH}, 224x224, median of {repeats}:")
+    print(f"{'model':<32} {'step ms':>9} {'vs ResNet-50':>13}")
+    print(f"{'ResNet-50':<32} {resnet:9.0f} {1.0:12.2f}x")
+    for implementation in implementations:
+        model = applications.LRNet50(relation_options={"implementation": implementation})
+        step = training_step_ms(model, repeats)
+        print(f"{f'LR-Net-50 ({implementation})':<32} {step:9.0f} {step / resnet:12.2f}x")
 
 
 def main():
@@ -113,6 +141,7 @@ def main():
                   f"{slow / backward_ms:8.1f}x {peak / input_output_mib:13.1f}x")
     print("vs dwconv: fwd+bwd time / depthwise 7x7 fwd+bwd (lower is better); "
           "vs naive: naive fwd+bwd time / this one (higher is better).")
+    training_steps(repeats, ["custom"] if args.quick else ["custom", "reference"])
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Model Garden's `export_saved_model` builds the stock `MaskRCNNModel` for any
 `MaskRCNN` config (a relation model would silently lose its head). This passes
-the model the task builds to `DetectionModule` instead.
+the model the task builds to `DetectionModule` instead, and traces it inside
+`portable_graphs()`: the SavedModel never depends on the compiled local
+relation kernel.
 
     python -m keras_relnet.garden.export --experiment=fasterrcnn_relation_resnetfpn_coco \\
         --checkpoint_path=runs/relation --export_dir=exported \\
@@ -16,6 +18,7 @@ from official.modeling import hyperparams
 from official.vision.serving import detection, export_saved_model_lib
 
 import keras_relnet.garden  # noqa: F401  (registers the experiments)
+from keras_relnet.ops.portable import portable_graphs
 
 
 def export_detection(params, checkpoint_path, export_dir, input_image_size, batch_size=1,
@@ -37,11 +40,12 @@ def export_detection(params, checkpoint_path, export_dir, input_image_size, batc
     module = detection.DetectionModule(params, batch_size=batch_size,
                                        input_image_size=list(input_image_size),
                                        input_type=input_type, model=model)
-    export_saved_model_lib.export_inference_graph(
-        input_type=input_type, batch_size=batch_size, input_image_size=list(input_image_size),
-        params=params, checkpoint_path=checkpoint_path, export_dir=export_dir,
-        export_module=module, export_checkpoint_subdir="checkpoint",
-        export_saved_model_subdir="saved_model")
+    with portable_graphs():
+        export_saved_model_lib.export_inference_graph(
+            input_type=input_type, batch_size=batch_size,
+            input_image_size=list(input_image_size), params=params,
+            checkpoint_path=checkpoint_path, export_dir=export_dir, export_module=module,
+            export_checkpoint_subdir="checkpoint", export_saved_model_subdir="saved_model")
     return os.path.join(export_dir, "saved_model")
 
 

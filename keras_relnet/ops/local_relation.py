@@ -23,22 +23,28 @@ The formula is written once, per window cell (`_cell_logits`,
 Neither materialises the k*k-times-larger patch tensor of the values, and the
 analytic gradient keeps only the softmax weights `[k*k, B, Ho, Wo, G]`, so
 training memory is O(|x| + |logits|).
+
+A third implementation, "custom", is the compiled fused kernel
+(`custom_ops/local_relation/`, loaded by `ops.local_relation_kernel`): the
+whole window of a pixel at once, keeping only a per-(pixel, group)
+log-sum-exp for the backward pass; it is tested against this file.
 """
 
 import functools
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
-from keras_relnet.ops import checks
+from keras_relnet.ops import checks, local_relation_kernel
 from keras_relnet.ops.portable import portable_graphs_requested
 from keras_relnet.ops.precision import compute_dtype
 
 COMPOSABILITIES = ("squared_difference", "dot", "abs_difference")
 # Exported graphs put off-image cells this far below the centre cell's logit.
 _OFF_IMAGE_GAP = 30.0
-IMPLEMENTATIONS = ("reference", "xla", "auto")
+IMPLEMENTATIONS = ("reference", "xla", "custom", "auto")
 STRIDES = (1, 2)
 
 # StridedSlice masks that keep the whole batch (axis 0) and channel (axis 3) axes.
@@ -209,7 +215,8 @@ def local_relation(
         dilation_rate: spacing of the window cells.
         composability: one of `COMPOSABILITIES`.
         scale: multiplier of the appearance term.
-        implementation: "reference", "xla" or "auto" (see `explain`).
+        implementation: "reference", "xla", "custom" (the compiled kernel)
+            or "auto" (see `explain`).
 
     Returns:
         `[B, Ho, Wo, C]`.
@@ -225,10 +232,15 @@ def local_relation(
         query, key, value, geometry_prior, strides, dilation_rate,
         composability, scale,
     )
-    name, _ = resolve_implementation(implementation)
-    if portable_graphs_requested():  # exporting: plain ops only, no XLA, no TensorArray
-        relation = _portable_relation(window)
-    elif name == "xla":
+    if portable_graphs_requested():  # exporting: plain ops only, no XLA, no custom kernel
+        return _portable_relation(window)(query, key, value, geometry_prior)
+    name, _ = resolve_implementation(implementation, value.dtype,
+                                     value.shape[-1] // key.shape[-1])
+    if name == "custom":
+        return local_relation_kernel.fused_local_relation(
+            query, key, value, geometry_prior, window.strides, window.dilation_rate,
+            window.composability, window.scale)
+    if name == "xla":
         relation = _xla_relation(window)
     else:
         # XLA cannot slice at a loop-dependent offset: inside a jit-compiled
@@ -344,16 +356,23 @@ def local_relation_flops(
     return projections + logits + aggregation + prior
 
 
-def resolve_implementation(implementation):
+def resolve_implementation(implementation, dtype=tf.float32, channels_per_group=None):
     """Chooses the implementation that runs, and says why.
 
-    "auto" picks "xla" when a GPU is visible (the unrolled window fuses into a
-    few kernels there) and "reference" on CPU, where the benchmark
+    "auto" picks "custom" (the compiled kernel) when it is built and supports
+    the call (dtype, device and, on GPU, `channels_per_group`); otherwise
+    "xla" when a GPU is visible (the unrolled window fuses into a few
+    kernels) and "reference" on CPU, where the benchmark
     (`benchmarks/local_relation.py`) measures XLA's single-threaded loops as
-    slower than TF's multi-threaded kernels.
+    slower than TF's multi-threaded kernels. Inside an XLA-compiled function
+    (`jit_compile=True`), where a custom kernel cannot run, it picks the
+    reference formula (which XLA compiles). A missing kernel makes "auto"
+    warn once and "custom" raise.
 
     Args:
-        implementation: "reference", "xla" or "auto".
+        implementation: "reference", "xla", "custom" or "auto".
+        dtype: dtype of the values.
+        channels_per_group: m, when known.
 
     Returns:
         `(name, reason)`: the implementation that runs and a sentence why.
@@ -363,27 +382,48 @@ def resolve_implementation(implementation):
     ('reference', 'requested explicitly')
     """
     checks.check_choice("implementation", implementation, IMPLEMENTATIONS)
+    on_gpu = bool(tf.config.list_logical_devices("GPU"))
+    unsupported = local_relation_kernel.unsupported_reason(dtype, channels_per_group, on_gpu)
+    if implementation == "custom":
+        if unsupported is None and _in_xla_context():
+            unsupported = "a custom kernel cannot run inside an XLA-compiled function"
+        if unsupported is not None:
+            raise ValueError(f"implementation='custom' cannot run this call: {unsupported}.")
+        return "custom", "requested explicitly"
     if implementation != "auto":
         return implementation, "requested explicitly"
-    if tf.config.list_logical_devices("GPU"):
-        return "xla", "auto: a GPU is visible, XLA fuses the window loop"
-    return "reference", "auto: CPU only, TF's threaded kernels beat XLA's loops"
+    if _in_xla_context():
+        return "reference", "auto: inside an XLA-compiled function, XLA compiles the reference"
+    if unsupported is None:
+        device = "GPU" if on_gpu else "CPU"
+        return "custom", f"auto: the compiled kernel supports this call on {device}"
+    if local_relation_kernel.library()[0] is None:
+        _warn_missing_kernel(unsupported)
+    if on_gpu:
+        return "xla", f"auto: {unsupported}; a GPU is visible, XLA fuses the window loop"
+    return "reference", f"auto: {unsupported}; on CPU TF's threaded kernels beat XLA's loops"
 
 
-def explain(implementation="auto"):
+@functools.lru_cache(maxsize=None)
+def _warn_missing_kernel(reason):
+    warnings.warn(f"keras_relnet: the compiled local relation kernel is unavailable ({reason}); "
+                  "implementation='auto' uses the slower reference/xla path.", stacklevel=3)
+
+
+def explain(implementation="auto", dtype=tf.float32, channels_per_group=None):
     """A one-line account of which local relation implementation runs.
 
     Args:
-        implementation: as passed to the layer or `local_relation`.
+        implementation, dtype, channels_per_group: as in `resolve_implementation`.
 
     Returns:
-        A string such as `"reference (auto: CPU only, ...)"`.
+        A string such as `"custom (auto: the compiled kernel supports ...)"`.
 
     Example:
     >>> explain("xla")
     'xla (requested explicitly)'
     """
-    name, reason = resolve_implementation(implementation)
+    name, reason = resolve_implementation(implementation, dtype, channels_per_group)
     return f"{name} ({reason})"
 
 

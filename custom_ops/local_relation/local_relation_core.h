@@ -1,0 +1,163 @@
+// The local relation math shared by the CPU kernels, the CUDA kernels and the
+// standalone CUDA harness. No TensorFlow here: plain C++ (and CUDA) on raw
+// NHWC pointers. Spec: shared/specs/local_relation.md; the Python reference is
+// keras_relnet/ops/local_relation.py.
+//
+// For output pixel (i, j), group g and window cell (u, v), r = k / 2:
+//   cell pixel = (s*i + d*(u - r), s*j + d*(v - r))      (off-image cells skipped)
+//   L = scale * Phi(q[i, j, g], key[cell, g]) + prior[g, u, v]
+//   y[i, j, g*m + t] = sum_cells softmax(L) * value[cell, g*m + t]
+// The forward pass also writes lse[i, j, g] = log sum_cells exp(L), so the
+// backward pass recomputes the weights as exp(L - lse) without a k*k-sized
+// tensor in memory. With D = sum_t dy * y (per pixel and group):
+//   dL = w * (sum_t dy * value_cell - D)
+#ifndef KERAS_RELNET_LOCAL_RELATION_CORE_H_
+#define KERAS_RELNET_LOCAL_RELATION_CORE_H_
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define LR_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define LR_HOST_DEVICE inline
+#endif
+
+namespace keras_relnet {
+
+enum Composability : int {
+  kSquaredDifference = 0,
+  kDot = 1,
+  kAbsDifference = 2,
+};
+
+// Sizes and options of one call.
+struct Geometry {
+  int64_t batch;
+  int height, width;          // input
+  int out_height, out_width;  // ceil(size / strides)
+  int channels, groups, group_size;
+  int kernel_size, radius, strides, dilation;
+  int composability;
+  float scale;
+
+  LR_HOST_DEVICE int num_cells() const { return kernel_size * kernel_size; }
+};
+
+// Geometry from the sizes; the caller has validated them.
+inline Geometry MakeGeometry(int64_t batch, int height, int width, int channels, int groups,
+                             int kernel_size, int strides, int dilation, int composability,
+                             float scale) {
+  Geometry g;
+  g.batch = batch;
+  g.height = height;
+  g.width = width;
+  g.out_height = (height + strides - 1) / strides;
+  g.out_width = (width + strides - 1) / strides;
+  g.channels = channels;
+  g.groups = groups;
+  g.group_size = channels / groups;
+  g.kernel_size = kernel_size;
+  g.radius = kernel_size / 2;
+  g.strides = strides;
+  g.dilation = dilation;
+  g.composability = composability;
+  g.scale = scale;
+  return g;
+}
+
+template <int kComposability>
+LR_HOST_DEVICE float Compose(float q, float k) {
+  if (kComposability == kSquaredDifference) return -(q - k) * (q - k);
+  if (kComposability == kDot) return q * k;
+  return -fabsf(q - k);
+}
+
+LR_HOST_DEVICE float Sign(float x) { return (x > 0.f) - (x < 0.f); }
+
+// dPhi/dq; dPhi/dkey is its negative except for "dot" (where it is q).
+template <int kComposability>
+LR_HOST_DEVICE float ComposeQueryPartial(float q, float k) {
+  if (kComposability == kSquaredDifference) return -2.f * (q - k);
+  if (kComposability == kDot) return k;
+  return -Sign(q - k);
+}
+
+template <int kComposability>
+LR_HOST_DEVICE float ComposeKeyPartial(float q, float k) {
+  if (kComposability == kDot) return q;
+  return -ComposeQueryPartial<kComposability>(q, k);
+}
+
+// exp(r) for |r| <= ln(2) / 2 (Cephes' expf polynomial), on a float or on
+// sixteen lanes.
+template <typename F>
+LR_HOST_DEVICE F ExpReduced(F r) {
+  F p = F{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  return p * r * r + r + 1.0f;
+}
+
+// exp(x) for x <= 0 (logits minus their maximum or their log-sum-exp), within
+// 2 ulp: 2^n * exp(r) with x = n ln2 + r; written without calls so that
+// compilers vectorise loops over it.
+LR_HOST_DEVICE float ExpNonPositive(float x) {
+  x = x < -87.0f ? -87.0f : x;  // a select, which vectorises (fmaxf is a libm call)
+  const float n = floorf(x * 1.44269504088896341f + 0.5f);
+  const float y = ExpReduced((x - n * 0.693359375f) + n * 2.12194440e-4f);
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+#if defined(__CUDA_ARCH__)
+  return y * __int_as_float(bits);
+#else
+  return y * __builtin_bit_cast(float, bits);
+#endif
+}
+
+#if !defined(__CUDACC__)
+// Sixteen floats (one AVX-512 register, two AVX2 ones) as a GCC/Clang vector
+// type, for the loops whose accumulators must stay in registers.
+typedef float Lanes __attribute__((vector_size(64)));
+typedef int32_t IntLanes __attribute__((vector_size(64)));
+constexpr int kLanes = 16;
+
+inline Lanes LoadLanes(const float* p) {
+  Lanes v;
+  memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void StoreLanes(float* p, Lanes v) { memcpy(p, &v, sizeof(v)); }
+
+// ExpNonPositive on sixteen lanes (same polynomial; rounding by the 1.5 * 2^23
+// trick instead of floorf, which has no vector form).
+inline Lanes ExpNonPositive(Lanes x) {
+  x = x < -87.0f ? Lanes{} - 87.0f : x;
+  const Lanes magic = Lanes{} + 12582912.0f;
+  const Lanes n = (x * 1.44269504088896341f + magic) - magic;
+  const Lanes y = ExpReduced((x - n * 0.693359375f) + n * 2.12194440e-4f);
+  const IntLanes bits = (__builtin_convertvector(n, IntLanes) + 127) << 23;
+  return y * reinterpret_cast<const Lanes&>(bits);
+}
+#endif
+
+// Input row/column of window tap t for output row/column o; may be off-image.
+LR_HOST_DEVICE int TapPosition(const Geometry& g, int o, int t) {
+  return g.strides * o + g.dilation * (t - g.radius);
+}
+
+// Output row/column whose window tap t is input row/column p, or -1.
+LR_HOST_DEVICE int OutputOfTap(const Geometry& g, int p, int t, int out_size) {
+  const int numerator = p - g.dilation * (t - g.radius);
+  if (numerator < 0 || numerator % g.strides) return -1;
+  const int o = numerator / g.strides;
+  return o < out_size ? o : -1;
+}
+
+}  // namespace keras_relnet
+
+#endif  // KERAS_RELNET_LOCAL_RELATION_CORE_H_

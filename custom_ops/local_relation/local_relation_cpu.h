@@ -1,0 +1,471 @@
+// CPU passes of the local relation op over ranges of rows, on raw NHWC
+// pointers (no TensorFlow: the op wraps them in its thread pool, and the CUDA
+// harness uses them as its reference).
+//
+// Every pass works on one pixel at a time with per-thread scratch of
+// k*k*G + O(C) floats, loops over all groups at once (contiguous in NHWC) and
+// over the m channels of a group with m a compile-time constant for
+// m in {1, 2, 4, 8, 16, 32}, so the inner loops vectorise. Arithmetic is
+// float32 whatever T (float, Eigen::half, Eigen::bfloat16).
+#ifndef KERAS_RELNET_LOCAL_RELATION_CPU_H_
+#define KERAS_RELNET_LOCAL_RELATION_CPU_H_
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "local_relation_core.h"
+
+namespace keras_relnet {
+
+template <typename T>
+inline float ToFloat(T x) {
+  return static_cast<float>(x);
+}
+
+// Calls fn(composability, m) with both as std::integral_constant; m = 0 means
+// "read g.group_size at run time".
+template <typename Fn>
+void WithConstants(const Geometry& g, Fn&& fn) {
+  auto with_group_size = [&](auto composability) {
+    switch (g.group_size) {
+      case 1: return fn(composability, std::integral_constant<int, 1>());
+      case 2: return fn(composability, std::integral_constant<int, 2>());
+      case 4: return fn(composability, std::integral_constant<int, 4>());
+      case 8: return fn(composability, std::integral_constant<int, 8>());
+      case 16: return fn(composability, std::integral_constant<int, 16>());
+      case 32: return fn(composability, std::integral_constant<int, 32>());
+      default: return fn(composability, std::integral_constant<int, 0>());
+    }
+  };
+  switch (g.composability) {
+    case kDot: return with_group_size(std::integral_constant<int, kDot>());
+    case kAbsDifference: return with_group_size(std::integral_constant<int, kAbsDifference>());
+    default: return with_group_size(std::integral_constant<int, kSquaredDifference>());
+  }
+}
+
+// Per-group scratch rows are padded to a multiple of the widest vector (16
+// floats), so loops over groups run whole vectors and no scalar remainder
+// (G = 13 or 25 would otherwise spend most of their time in one); padding
+// lanes hold zeros and finite junk that is never written out.
+inline int PaddedGroups(const Geometry& g) { return (g.groups + kLanes - 1) / kLanes * kLanes; }
+
+// The prior [G, k*k] transposed to [k*k, PaddedGroups]: a zero-padded row per cell.
+inline std::vector<float> PriorByCell(const Geometry& g, const float* prior) {
+  const int stride = PaddedGroups(g);
+  std::vector<float> by_cell(static_cast<size_t>(g.num_cells()) * stride, 0.f);
+  for (int group = 0; group < g.groups; ++group)
+    for (int cell = 0; cell < g.num_cells(); ++cell)
+      by_cell[cell * stride + group] = prior[group * g.num_cells() + cell];
+  return by_cell;
+}
+
+// Per-thread buffers of one pass.
+struct Scratch {
+  std::vector<int> cells;       // valid window cells of the pixel
+  std::vector<int64_t> pixels;  // their flat input pixel index (b, y, x)
+  int padded;                   // PaddedGroups
+  std::vector<float> logits;    // [cells, padded]
+  std::vector<float> query, peak, total, group_sum;  // [padded]
+  std::vector<float> key, weight, d_logit, partial, ones, lse, dot;  // [padded]
+  std::vector<float> channels_a, channels_b;         // [C]
+
+  explicit Scratch(const Geometry& g)
+      : cells(g.num_cells()),
+        pixels(g.num_cells()),
+        padded(PaddedGroups(g)),
+        logits(static_cast<size_t>(g.num_cells()) * padded, 0.f),
+        query(padded, 0.f),
+        peak(padded, 0.f),
+        total(padded, 0.f),
+        group_sum(padded, 0.f),
+        key(padded, 0.f),
+        weight(padded, 0.f),
+        d_logit(padded, 0.f),
+        partial(padded, 0.f),
+        ones(padded, 1.f),
+        lse(padded, 0.f),
+        dot(padded, 0.f),
+        channels_a(g.channels),
+        channels_b(g.channels) {}
+};
+
+// logits[g] = scale * Phi(query[g], key[g]) + prior[g] (one cell, all groups).
+template <int kComposability>
+inline void CellLogitRow(int groups, float scale, const float* __restrict__ query,
+                         const float* __restrict__ key, const float* __restrict__ prior,
+                         float* __restrict__ logits) {
+  for (int group = 0; group < groups; ++group)
+    logits[group] = scale * Compose<kComposability>(query[group], key[group]) + prior[group];
+}
+
+// Over the cells of one pixel (rows of `padded` logits): peak = max, logits <-
+// exp(logits - peak), total = sum. Sixteen groups at a time, so the running
+// max and sum stay in registers across the cells.
+inline void SoftmaxOverCells(int count, int padded, float* __restrict__ logits,
+                             float* __restrict__ peak, float* __restrict__ total) {
+  for (int first = 0; first < padded; first += kLanes) {
+    Lanes high = LoadLanes(logits + first);
+    for (int c = 1; c < count; ++c) {
+      const Lanes x = LoadLanes(logits + c * padded + first);
+      high = high > x ? high : x;
+    }
+    Lanes sum = {};
+    for (int c = 0; c < count; ++c) {
+      const Lanes weight = ExpNonPositive(LoadLanes(logits + c * padded + first) - high);
+      StoreLanes(logits + c * padded + first, weight);
+      sum += weight;
+    }
+    StoreLanes(peak + first, high);
+    StoreLanes(total + first, sum);
+  }
+}
+
+// sums[g*m + t] += weights[g] * scale[g] * value[g*m + t] (one cell, all groups).
+template <typename T, int kGroupSize>
+inline void AddWeightedValues(int groups, int m, const float* __restrict__ weights,
+                              const float* __restrict__ scale, const T* __restrict__ value,
+                              float* __restrict__ sums) {
+  if (kGroupSize) m = kGroupSize;
+  if constexpr (std::is_same<T, float>::value && kGroupSize % 8 == 0 && kGroupSize > 0) {
+    // Eight-float vectors written out: left alone, GCC vectorises across
+    // groups with permutes, several times slower.
+    typedef float Eight __attribute__((vector_size(32)));
+    for (int group = 0; group < groups; ++group) {
+      const float weight = weights[group] * scale[group];
+      for (int t = 0; t < kGroupSize; t += 8) {
+        Eight cell_value, sum;
+        memcpy(&cell_value, value + group * kGroupSize + t, sizeof(Eight));
+        memcpy(&sum, sums + group * kGroupSize + t, sizeof(Eight));
+        sum += weight * cell_value;
+        memcpy(sums + group * kGroupSize + t, &sum, sizeof(Eight));
+      }
+    }
+    return;
+  }
+  for (int group = 0; group < groups; ++group) {
+    const float weight = weights[group] * scale[group];
+    for (int t = 0; t < m; ++t) sums[group * m + t] += weight * ToFloat(value[group * m + t]);
+  }
+}
+
+// out[g*m + t] = scale[g] * sum_cells weight[cell, g] * value[cell pixel, g*m + t],
+// accumulated a whole row (all groups) per cell: contiguous vector FMAs.
+// (Group-by-group with the m sums in registers measured 2.5x slower: short
+// dependent FMA chains and strided loads.)
+template <typename T, int kGroupSize>
+inline void AggregateValues(const Geometry& g, int count, Scratch& s, const T* value,
+                            const float* __restrict__ scale, T* __restrict__ out) {
+  const int m = kGroupSize ? kGroupSize : g.group_size;
+  const int channels = g.channels, padded = s.padded;
+  float* sums = s.channels_a.data();
+  std::fill(sums, sums + channels, 0.f);
+  for (int c = 0; c < count; ++c)
+    AddWeightedValues<T, kGroupSize>(g.groups, m, s.logits.data() + c * padded, scale,
+                                     value + s.pixels[c] * channels, sums);
+  for (int c = 0; c < channels; ++c) out[c] = static_cast<T>(sums[c]);
+}
+
+// out[g] = sum_t a[g*m + t] * b[g*m + t] (per-group dot products).
+template <typename A, typename B, int kGroupSize>
+inline void GroupDots(int groups, int m, const A* __restrict__ a, const B* __restrict__ b,
+                      float* __restrict__ out) {
+  if (kGroupSize) m = kGroupSize;
+  if constexpr (std::is_same<A, float>::value && std::is_same<B, float>::value &&
+                kGroupSize == 8) {
+    // Two groups per sixteen lanes, reduced within each half by three shuffles.
+    typedef int32_t Indices __attribute__((vector_size(64)));
+    const Indices swap4 = {4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11};
+    const Indices swap2 = {2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13};
+    const Indices swap1 = {1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14};
+    int group = 0;
+    for (; group + 2 <= groups; group += 2) {
+      Lanes product = LoadLanes(a + group * 8) * LoadLanes(b + group * 8);
+      product += __builtin_shuffle(product, swap4);
+      product += __builtin_shuffle(product, swap2);
+      product += __builtin_shuffle(product, swap1);
+      out[group] = product[0];
+      out[group + 1] = product[8];
+    }
+    for (; group < groups; ++group) {
+      float sum = 0.f;
+      for (int t = 0; t < 8; ++t) sum += a[group * 8 + t] * b[group * 8 + t];
+      out[group] = sum;
+    }
+    return;
+  }
+  if constexpr (std::is_same<A, float>::value && std::is_same<B, float>::value &&
+                kGroupSize % 8 == 0 && kGroupSize > 0) {
+    typedef float Eight __attribute__((vector_size(32)));
+    for (int group = 0; group < groups; ++group) {
+      Eight sum = {};
+      for (int t = 0; t < kGroupSize; t += 8) {
+        Eight x, y;
+        memcpy(&x, a + group * kGroupSize + t, sizeof(Eight));
+        memcpy(&y, b + group * kGroupSize + t, sizeof(Eight));
+        sum += x * y;
+      }
+      out[group] = ((sum[0] + sum[4]) + (sum[1] + sum[5])) + ((sum[2] + sum[6]) + (sum[3] + sum[7]));
+    }
+    return;
+  }
+  for (int group = 0; group < groups; ++group) {
+    float sum = 0.f;
+    for (int t = 0; t < m; ++t) sum += ToFloat(a[group * m + t]) * ToFloat(b[group * m + t]);
+    out[group] = sum;
+  }
+}
+
+// For one (output pixel, cell) pair and all groups: the softmax weight
+// w = exp(L - lse) and the logit gradient dL = w * (d_weight - dot); returns
+// both in place (weight, d_logit) and dPhi/dq or dPhi/dkey in `partial`.
+template <int kComposability, bool kKeyPartial>
+inline void WeightsAndLogitGradients(int groups, float scale, const float* __restrict__ query,
+                                     const float* __restrict__ key,
+                                     const float* __restrict__ prior,
+                                     const float* __restrict__ lse, const float* __restrict__ dot,
+                                     float* __restrict__ weight, float* __restrict__ d_logit,
+                                     float* __restrict__ partial) {
+  for (int group = 0; group < groups; ++group) {
+    const float q = query[group], k = key[group];
+    const float w = ExpNonPositive(scale * Compose<kComposability>(q, k) + prior[group] - lse[group]);
+    weight[group] = w;
+    d_logit[group] = w * (d_logit[group] - dot[group]);  // d_logit holds d_weight on entry
+    partial[group] = scale * (kKeyPartial ? ComposeKeyPartial<kComposability>(q, k)
+                                          : ComposeQueryPartial<kComposability>(q, k));
+  }
+}
+
+// For one (output pixel, cell) pair and all groups, the whole backward step of
+// the single-pass backward: weight w, dL = w * (d_weight - dot), and their
+// contributions to d_query, d_prior and the cell pixel's d_key.
+template <int kComposability>
+inline void CellGradients(int groups, float scale, const float* __restrict__ query,
+                          const float* __restrict__ key, const float* __restrict__ prior,
+                          const float* __restrict__ lse, const float* __restrict__ dot,
+                          const float* __restrict__ d_weight, float* __restrict__ weight,
+                          float* __restrict__ d_query, float* __restrict__ d_prior,
+                          float* __restrict__ d_key) {
+  for (int group = 0; group < groups; ++group) {
+    const float q = query[group], k = key[group];
+    const float w = ExpNonPositive(scale * Compose<kComposability>(q, k) + prior[group] - lse[group]);
+    const float d_logit = w * (d_weight[group] - dot[group]);
+    weight[group] = w;
+    d_query[group] += scale * d_logit * ComposeQueryPartial<kComposability>(q, k);
+    d_prior[group] += d_logit;
+    d_key[group] += scale * d_logit * ComposeKeyPartial<kComposability>(q, k);
+  }
+}
+
+// total[g] += a[g] * b[g]
+inline void AddProducts(int groups, const float* __restrict__ a, const float* __restrict__ b,
+                        float* __restrict__ total) {
+  for (int group = 0; group < groups; ++group) total[group] += a[group] * b[group];
+}
+
+// The in-image window cells of output pixel (b, i, j); returns their count.
+inline int ValidCells(const Geometry& g, int64_t b, int i, int j, Scratch& s) {
+  int count = 0;
+  for (int u = 0; u < g.kernel_size; ++u) {
+    const int y = TapPosition(g, i, u);
+    if (y < 0 || y >= g.height) continue;
+    for (int v = 0; v < g.kernel_size; ++v) {
+      const int x = TapPosition(g, j, v);
+      if (x < 0 || x >= g.width) continue;
+      s.cells[count] = u * g.kernel_size + v;
+      s.pixels[count] = (b * g.height + y) * g.width + x;
+      ++count;
+    }
+  }
+  return count;
+}
+
+// Logits of the valid cells of one output pixel into s.logits (rows of
+// s.padded); s.query holds q.
+template <typename T, int kComposability>
+inline void CellLogits(const Geometry& g, int count, const T* key, const float* prior_by_cell,
+                       Scratch& s) {
+  const int groups = g.groups, padded = s.padded;
+  for (int c = 0; c < count; ++c) {
+    const T* key_row = key + s.pixels[c] * groups;
+    for (int group = 0; group < groups; ++group) s.key[group] = ToFloat(key_row[group]);
+    CellLogitRow<kComposability>(padded, g.scale, s.query.data(), s.key.data(),
+                                 prior_by_cell + s.cells[c] * padded,
+                                 s.logits.data() + c * padded);
+  }
+}
+
+// Forward: output [B, Ho, Wo, C] and lse [B, Ho, Wo, G] for the output rows
+// [begin, end) of the flattened (b, i).
+template <typename T, int kComposability, int kGroupSize>
+void ForwardRows(const Geometry& g, const T* query, const T* key, const T* value,
+                 const float* prior_by_cell, T* output, float* lse, int64_t begin, int64_t end) {
+  Scratch s(g);
+  const int groups = g.groups, channels = g.channels;
+  for (int64_t row = begin; row < end; ++row) {
+    const int64_t b = row / g.out_height;
+    const int i = static_cast<int>(row % g.out_height);
+    for (int j = 0; j < g.out_width; ++j) {
+      const int64_t pixel = row * g.out_width + j;
+      const int count = ValidCells(g, b, i, j, s);  // >= 1: the centre is in the image
+      for (int group = 0; group < groups; ++group)
+        s.query[group] = ToFloat(query[pixel * groups + group]);
+      CellLogits<T, kComposability>(g, count, key, prior_by_cell, s);
+      const int padded = s.padded;
+      float* peak = s.peak.data();
+      float* total = s.total.data();
+      SoftmaxOverCells(count, padded, s.logits.data(), peak, total);
+      for (int group = 0; group < groups; ++group) {
+        lse[pixel * groups + group] = peak[group] + std::log(total[group]);
+        total[group] = 1.f / total[group];
+      }
+      AggregateValues<T, kGroupSize>(g, count, s, value, total, output + pixel * channels);
+    }
+  }
+}
+
+// Backward, output side, for the output rows [begin, end): d_query,
+// dot = sum_t dy * y per (pixel, group) (used by the input side), and the
+// prior gradient added into d_prior_by_cell [k*k, PaddedGroups] (this range's share).
+template <typename T, int kComposability, int kGroupSize>
+void BackwardOutputRows(const Geometry& g, const T* query, const T* key, const T* value,
+                        const float* prior_by_cell, const T* output, const float* lse,
+                        const T* d_output, T* d_query, float* dot, float* d_prior_by_cell,
+                        int64_t begin, int64_t end) {
+  Scratch s(g);
+  const int groups = g.groups, channels = g.channels;
+  const int m = kGroupSize ? kGroupSize : g.group_size;
+  float* d_q = s.total.data();
+  for (int64_t row = begin; row < end; ++row) {
+    const int64_t b = row / g.out_height;
+    const int i = static_cast<int>(row % g.out_height);
+    for (int j = 0; j < g.out_width; ++j) {
+      const int64_t pixel = row * g.out_width + j;
+      const int count = ValidCells(g, b, i, j, s);
+      const T* d_out = d_output + pixel * channels;
+      const int padded = s.padded;
+      GroupDots<T, T, kGroupSize>(groups, m, d_out, output + pixel * channels, s.dot.data());
+      std::copy(s.dot.begin(), s.dot.begin() + groups, dot + pixel * groups);
+      std::fill(d_q, d_q + padded, 0.f);
+      for (int group = 0; group < groups; ++group) {
+        s.query[group] = ToFloat(query[pixel * groups + group]);
+        s.lse[group] = lse[pixel * groups + group];
+      }
+      for (int c = 0; c < count; ++c) {
+        const T* key_row = key + s.pixels[c] * groups;
+        for (int group = 0; group < groups; ++group) s.key[group] = ToFloat(key_row[group]);
+        GroupDots<T, T, kGroupSize>(groups, m, d_out, value + s.pixels[c] * channels,
+                                    s.d_logit.data());
+        WeightsAndLogitGradients<kComposability, false>(
+            padded, g.scale, s.query.data(), s.key.data(), prior_by_cell + s.cells[c] * padded,
+            s.lse.data(), s.dot.data(), s.weight.data(), s.d_logit.data(), s.partial.data());
+        AddProducts(padded, s.d_logit.data(), s.partial.data(), d_q);
+        AddProducts(padded, s.d_logit.data(), s.ones.data(), d_prior_by_cell + s.cells[c] * padded);
+      }
+      for (int group = 0; group < groups; ++group)
+        d_query[pixel * groups + group] = static_cast<T>(d_q[group]);
+    }
+  }
+}
+
+// Backward in one pass over the output pixels of the images [begin, end):
+// d_query, the prior gradient (added into d_prior_by_cell [k*k, PaddedGroups])
+// and d_key/d_value scattered into the float accumulators d_key_sum
+// [B, H, W, PaddedGroups] and d_value_sum [B, H, W, C] (zeroed by the caller). A window
+// never leaves its image, so images run in parallel without races; used when
+// there are at least as many images as threads (else the two passes below).
+template <typename T, int kComposability, int kGroupSize>
+void BackwardImages(const Geometry& g, const T* query, const T* key, const T* value,
+                    const float* prior_by_cell, const T* output, const float* lse,
+                    const T* d_output, T* d_query, float* d_prior_by_cell, float* d_key_sum,
+                    float* d_value_sum, int64_t begin, int64_t end) {
+  Scratch s(g);
+  const int groups = g.groups, channels = g.channels, padded = s.padded;
+  const int m = kGroupSize ? kGroupSize : g.group_size;
+  float* d_q = s.total.data();
+  for (int64_t row = begin * g.out_height; row < end * g.out_height; ++row) {
+    const int64_t b = row / g.out_height;
+    const int i = static_cast<int>(row % g.out_height);
+    for (int j = 0; j < g.out_width; ++j) {
+      const int64_t pixel = row * g.out_width + j;
+      const int count = ValidCells(g, b, i, j, s);
+      const T* d_out = d_output + pixel * channels;
+      GroupDots<T, T, kGroupSize>(groups, m, d_out, output + pixel * channels, s.dot.data());
+      std::fill(d_q, d_q + padded, 0.f);
+      for (int group = 0; group < groups; ++group) {
+        s.query[group] = ToFloat(query[pixel * groups + group]);
+        s.lse[group] = lse[pixel * groups + group];
+      }
+      for (int c = 0; c < count; ++c) {
+        const int64_t at = s.pixels[c];
+        const T* key_row = key + at * groups;
+        for (int group = 0; group < groups; ++group) s.key[group] = ToFloat(key_row[group]);
+        GroupDots<T, T, kGroupSize>(groups, m, d_out, value + at * channels, s.d_logit.data());
+        CellGradients<kComposability>(padded, g.scale, s.query.data(), s.key.data(),
+                                      prior_by_cell + s.cells[c] * padded, s.lse.data(),
+                                      s.dot.data(), s.d_logit.data(), s.weight.data(), d_q,
+                                      d_prior_by_cell + s.cells[c] * padded,
+                                      d_key_sum + at * padded);
+        AddWeightedValues<T, kGroupSize>(groups, m, s.weight.data(), s.ones.data(), d_out,
+                                         d_value_sum + at * channels);
+      }
+      for (int group = 0; group < groups; ++group)
+        d_query[pixel * groups + group] = static_cast<T>(d_q[group]);
+    }
+  }
+}
+
+// Backward, input side, for the input rows [begin, end) of the flattened
+// (b, y): d_key and d_value, gathered from the output pixels whose windows
+// hold each input pixel (no scatter, so rows run in parallel without races).
+template <typename T, int kComposability, int kGroupSize>
+void BackwardInputRows(const Geometry& g, const T* query, const T* key, const T* value,
+                       const float* prior_by_cell, const float* lse, const T* d_output,
+                       const float* dot, T* d_key, T* d_value, int64_t begin, int64_t end) {
+  Scratch s(g);
+  const int groups = g.groups, channels = g.channels;
+  const int m = kGroupSize ? kGroupSize : g.group_size;
+  float* d_k = s.total.data();
+  float* d_v = s.channels_b.data();
+  const int padded = s.padded;
+  for (int64_t row = begin; row < end; ++row) {
+    const int64_t b = row / g.height;
+    const int y = static_cast<int>(row % g.height);
+    for (int x = 0; x < g.width; ++x) {
+      const int64_t pixel = row * g.width + x;
+      const T* pixel_value = value + pixel * channels;
+      for (int group = 0; group < groups; ++group) s.key[group] = ToFloat(key[pixel * groups + group]);
+      std::fill(d_k, d_k + padded, 0.f);
+      std::fill(d_v, d_v + channels, 0.f);
+      for (int u = 0; u < g.kernel_size; ++u) {
+        const int i = OutputOfTap(g, y, u, g.out_height);
+        if (i < 0) continue;
+        for (int v = 0; v < g.kernel_size; ++v) {
+          const int j = OutputOfTap(g, x, v, g.out_width);
+          if (j < 0) continue;
+          const int64_t out = (b * g.out_height + i) * g.out_width + j;
+          // Unpadded here: lse and dot are read in place (copying them into
+          // padded rows per output pixel measured slower).
+          for (int group = 0; group < groups; ++group)
+            s.query[group] = ToFloat(query[out * groups + group]);
+          const T* dy_row = d_output + out * channels;
+          GroupDots<T, T, kGroupSize>(groups, m, dy_row, pixel_value, s.d_logit.data());
+          WeightsAndLogitGradients<kComposability, true>(
+              groups, g.scale, s.query.data(), s.key.data(),
+              prior_by_cell + (u * g.kernel_size + v) * padded, lse + out * groups,
+              dot + out * groups, s.weight.data(), s.d_logit.data(), s.partial.data());
+          AddProducts(groups, s.d_logit.data(), s.partial.data(), d_k);
+          AddWeightedValues<T, kGroupSize>(groups, m, s.weight.data(), s.ones.data(), dy_row, d_v);
+        }
+      }
+      for (int group = 0; group < groups; ++group) d_key[pixel * groups + group] = static_cast<T>(d_k[group]);
+      for (int c = 0; c < channels; ++c) d_value[pixel * channels + c] = static_cast<T>(d_v[c]);
+    }
+  }
+}
+
+}  // namespace keras_relnet
+
+#endif  // KERAS_RELNET_LOCAL_RELATION_CPU_H_

@@ -1,0 +1,382 @@
+// CUDA kernels of the local relation op. No TensorFlow: the TF GPU kernels
+// (local_relation_gpu.cc) and the standalone harness (harness/) call the
+// launchers declared in local_relation_kernels.h.
+//
+// Mapping: a warp owns one pixel and 32 consecutive channels (lane = channel),
+// so value/output rows are read and written coalesced, and the m lanes of a
+// group (m | 32) reduce with shuffles. Every lane computes its group's logit
+// itself (m-fold redundant scalar work, no synchronisation).
+//
+// Forward: a block owns a TILE x TILE tile of output pixels and one 32-channel
+// chunk; it stages the haloed input tile of values and keys in shared memory
+// once, then its warps run an online softmax over the window of each pixel
+// (running max, sum and weighted sum in registers) and write the output and
+// the per-(pixel, group) log-sum-exp. Windows too large for shared memory
+// (big k * dilation) read global memory directly.
+//
+// Backward: one pass over output pixels (d_query, dot = sum_t dy * y, d_prior
+// through shared-memory sums and one global atomic per block and cell) and one
+// pass over input pixels that gathers d_key and d_value from the output pixels
+// whose windows hold it (no scatter). Both recompute the weights as
+// exp(L - lse).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <type_traits>
+
+#include "local_relation_kernels.h"
+
+namespace keras_relnet {
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kWarpsPerBlock = 8;
+constexpr int kSharedLimit = 48 * 1024;
+
+__device__ __forceinline__ float Load(const float* p, int64_t i) { return __ldg(p + i); }
+__device__ __forceinline__ float Load(const __half* p, int64_t i) { return __half2float(p[i]); }
+__device__ __forceinline__ float Load(const __nv_bfloat16* p, int64_t i) {
+  return __bfloat162float(p[i]);
+}
+__device__ __forceinline__ void Store(float* p, int64_t i, float x) { p[i] = x; }
+__device__ __forceinline__ void Store(__half* p, int64_t i, float x) { p[i] = __float2half(x); }
+__device__ __forceinline__ void Store(__nv_bfloat16* p, int64_t i, float x) {
+  p[i] = __float2bfloat16(x);
+}
+
+// Sum over the m lanes of a group (m a power of two up to 32, groups aligned).
+__device__ __forceinline__ float GroupSum(float x, int m) {
+  for (int offset = m / 2; offset > 0; offset /= 2) x += __shfl_xor_sync(0xffffffffu, x, offset);
+  return x;
+}
+
+template <int kComposability>
+__device__ __forceinline__ float Logit(const Geometry& g, float q, float k, float prior) {
+  return g.scale * Compose<kComposability>(q, k) + prior;
+}
+
+// Input-tile origin and extent of a TILE x TILE output tile.
+struct Tile {
+  int size, span;  // output pixels per side, input pixels per side
+  __device__ int Origin(const Geometry& g, int out_origin) const {
+    return g.strides * out_origin - g.dilation * g.radius;
+  }
+};
+
+template <typename T, int kComposability, bool kShared>
+__global__ void ForwardKernel(Geometry g, Tile tile, const T* __restrict__ query,
+                              const T* __restrict__ key, const T* __restrict__ value,
+                              const float* __restrict__ prior, T* __restrict__ output,
+                              float* __restrict__ lse) {
+  extern __shared__ float shared[];
+  const int tiles_w = (g.out_width + tile.size - 1) / tile.size;
+  const int tiles_h = (g.out_height + tile.size - 1) / tile.size;
+  const int64_t b = blockIdx.x / (tiles_h * tiles_w);
+  const int tile_index = blockIdx.x % (tiles_h * tiles_w);
+  const int i0 = (tile_index / tiles_w) * tile.size, j0 = (tile_index % tiles_w) * tile.size;
+  const int c0 = blockIdx.y * kWarp;
+  const int m = g.group_size, chunk_groups = (kWarp + m - 1) / m;
+  const int y0 = tile.Origin(g, i0), x0 = tile.Origin(g, j0);
+  const int span_pixels = tile.span * tile.span;
+  float* value_tile = shared;                               // [span^2, 32]
+  float* key_tile = shared + span_pixels * kWarp;           // [span^2, chunk_groups]
+  if (kShared) {
+    for (int index = threadIdx.x; index < span_pixels * kWarp; index += blockDim.x) {
+      const int pixel = index / kWarp, channel = c0 + index % kWarp;
+      const int y = y0 + pixel / tile.span, x = x0 + pixel % tile.span;
+      const bool inside = y >= 0 && y < g.height && x >= 0 && x < g.width && channel < g.channels;
+      value_tile[index] =
+          inside ? Load(value, ((b * g.height + y) * g.width + x) * g.channels + channel) : 0.f;
+    }
+    for (int index = threadIdx.x; index < span_pixels * chunk_groups; index += blockDim.x) {
+      const int pixel = index / chunk_groups, group = c0 / m + index % chunk_groups;
+      const int y = y0 + pixel / tile.span, x = x0 + pixel % tile.span;
+      const bool inside = y >= 0 && y < g.height && x >= 0 && x < g.width && group < g.groups;
+      key_tile[index] =
+          inside ? Load(key, ((b * g.height + y) * g.width + x) * g.groups + group) : 0.f;
+    }
+    __syncthreads();
+  }
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int channel = c0 + lane;
+  const bool active = channel < g.channels;
+  const int group = active ? channel / m : 0, local_group = lane / m;
+  for (int p = warp; p < tile.size * tile.size; p += blockDim.x / kWarp) {
+    const int i = i0 + p / tile.size, j = j0 + p % tile.size;
+    if (i >= g.out_height || j >= g.out_width) continue;  // uniform across the warp
+    const int64_t pixel = (b * g.out_height + i) * g.out_width + j;
+    const float q = Load(query, pixel * g.groups + group);
+    float peak = -INFINITY, total = 0.f, sum = 0.f;
+    for (int u = 0; u < g.kernel_size; ++u) {
+      const int y = TapPosition(g, i, u);
+      if (y < 0 || y >= g.height) continue;
+      for (int v = 0; v < g.kernel_size; ++v) {
+        const int x = TapPosition(g, j, v);
+        if (x < 0 || x >= g.width) continue;
+        float k, val;
+        if (kShared) {
+          const int local = (y - y0) * tile.span + (x - x0);
+          k = key_tile[local * chunk_groups + local_group];
+          val = value_tile[local * kWarp + lane];
+        } else {
+          const int64_t at = (b * g.height + y) * g.width + x;
+          k = Load(key, at * g.groups + group);
+          val = active ? Load(value, at * g.channels + channel) : 0.f;
+        }
+        const float logit =
+            Logit<kComposability>(g, q, k, __ldg(prior + group * g.num_cells() + u * g.kernel_size + v));
+        if (logit > peak) {  // online softmax: rescale what was summed so far
+          const float rescale = expf(peak - logit);
+          total *= rescale;
+          sum *= rescale;
+          peak = logit;
+        }
+        const float weight = expf(logit - peak);
+        total += weight;
+        sum += weight * val;
+      }
+    }
+    if (active) {
+      Store(output, pixel * g.channels + channel, sum / total);
+      if (channel % m == 0) lse[pixel * g.groups + group] = peak + logf(total);
+    }
+  }
+}
+
+template <typename T, int kComposability>
+__global__ void BackwardOutputKernel(Geometry g, const T* __restrict__ query,
+                                     const T* __restrict__ key, const T* __restrict__ value,
+                                     const float* __restrict__ prior, const T* __restrict__ output,
+                                     const float* __restrict__ lse, const T* __restrict__ d_output,
+                                     T* __restrict__ d_query, float* __restrict__ dot,
+                                     float* __restrict__ d_prior) {
+  extern __shared__ float d_prior_tile[];  // [k*k, chunk_groups]
+  const int m = g.group_size, chunk_groups = (kWarp + m - 1) / m;
+  const int c0 = blockIdx.y * kWarp;
+  for (int index = threadIdx.x; index < g.num_cells() * chunk_groups; index += blockDim.x)
+    d_prior_tile[index] = 0.f;
+  __syncthreads();
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int channel = c0 + lane;
+  const bool active = channel < g.channels;
+  const int group = active ? channel / m : 0, local_group = lane / m;
+  const bool leader = active && channel % m == 0;
+  const int64_t pixels = g.batch * g.out_height * g.out_width;
+  const int64_t pixel = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp;
+  if (pixel < pixels) {  // uniform across the warp
+    const int j = pixel % g.out_width;
+    const int i = (pixel / g.out_width) % g.out_height;
+    const int64_t b = pixel / (static_cast<int64_t>(g.out_width) * g.out_height);
+    const float dy = active ? Load(d_output, pixel * g.channels + channel) : 0.f;
+    const float y_out = active ? Load(output, pixel * g.channels + channel) : 0.f;
+    const float dot_value = GroupSum(dy * y_out, m);
+    if (leader) dot[pixel * g.groups + group] = dot_value;
+    const float q = Load(query, pixel * g.groups + group);
+    const float pixel_lse = active ? lse[pixel * g.groups + group] : 0.f;
+    float d_q = 0.f;
+    for (int u = 0; u < g.kernel_size; ++u) {
+      const int y = TapPosition(g, i, u);
+      if (y < 0 || y >= g.height) continue;
+      for (int v = 0; v < g.kernel_size; ++v) {
+        const int x = TapPosition(g, j, v);
+        if (x < 0 || x >= g.width) continue;
+        const int cell = u * g.kernel_size + v;
+        const int64_t at = (b * g.height + y) * g.width + x;
+        const float k = Load(key, at * g.groups + group);
+        const float val = active ? Load(value, at * g.channels + channel) : 0.f;
+        const float d_weight = GroupSum(dy * val, m);
+        const float weight =
+            expf(Logit<kComposability>(g, q, k, __ldg(prior + group * g.num_cells() + cell)) -
+                   pixel_lse);
+        const float d_logit = weight * (d_weight - dot_value);
+        d_q += g.scale * d_logit * ComposeQueryPartial<kComposability>(q, k);
+        if (leader) atomicAdd(&d_prior_tile[cell * chunk_groups + local_group], d_logit);
+      }
+    }
+    if (leader) Store(d_query, pixel * g.groups + group, d_q);
+  }
+  __syncthreads();
+  for (int index = threadIdx.x; index < g.num_cells() * chunk_groups; index += blockDim.x) {
+    const int group_index = c0 / m + index % chunk_groups;
+    if (group_index < g.groups && d_prior_tile[index] != 0.f)
+      atomicAdd(&d_prior[group_index * g.num_cells() + index / chunk_groups], d_prior_tile[index]);
+  }
+}
+
+template <typename T, int kComposability>
+__global__ void BackwardInputKernel(Geometry g, const T* __restrict__ query,
+                                    const T* __restrict__ key, const T* __restrict__ value,
+                                    const float* __restrict__ prior, const float* __restrict__ lse,
+                                    const T* __restrict__ d_output, const float* __restrict__ dot,
+                                    T* __restrict__ d_key, T* __restrict__ d_value) {
+  const int m = g.group_size;
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int channel = blockIdx.y * kWarp + lane;
+  const bool active = channel < g.channels;
+  const int group = active ? channel / m : 0;
+  const int64_t pixels = g.batch * g.height * g.width;
+  const int64_t pixel = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp;
+  if (pixel >= pixels) return;  // uniform across the warp
+  const int x = pixel % g.width;
+  const int y = (pixel / g.width) % g.height;
+  const int64_t b = pixel / (static_cast<int64_t>(g.width) * g.height);
+  const float k = Load(key, pixel * g.groups + group);
+  const float val = active ? Load(value, pixel * g.channels + channel) : 0.f;
+  float d_k = 0.f, d_v = 0.f;
+  for (int u = 0; u < g.kernel_size; ++u) {
+    const int i = OutputOfTap(g, y, u, g.out_height);
+    if (i < 0) continue;
+    for (int v = 0; v < g.kernel_size; ++v) {
+      const int j = OutputOfTap(g, x, v, g.out_width);
+      if (j < 0) continue;
+      const int64_t out = (b * g.out_height + i) * g.out_width + j;
+      const float q = Load(query, out * g.groups + group);
+      const float dy = active ? Load(d_output, out * g.channels + channel) : 0.f;
+      const float d_weight = GroupSum(dy * val, m);
+      const float weight = expf(
+          Logit<kComposability>(g, q, k, __ldg(prior + group * g.num_cells() + u * g.kernel_size + v)) -
+          lse[out * g.groups + group]);
+      const float d_logit = weight * (d_weight - dot[out * g.groups + group]);
+      d_k += g.scale * d_logit * ComposeKeyPartial<kComposability>(q, k);
+      d_v += weight * dy;
+    }
+  }
+  if (active) {
+    Store(d_value, pixel * g.channels + channel, d_v);
+    if (channel % m == 0) Store(d_key, pixel * g.groups + group, d_k);
+  }
+}
+
+// The largest tile whose staged input fits in shared memory, or 0.
+Tile ChooseTile(const Geometry& g) {
+  const int chunk_groups = (kWarp + g.group_size - 1) / g.group_size;
+  for (int size : {8, 4, 2, 1}) {
+    const int span = (size - 1) * g.strides + (g.kernel_size - 1) * g.dilation + 1;
+    if (static_cast<int64_t>(span) * span * (kWarp + chunk_groups) * 4 <= kSharedLimit)
+      return Tile{size, span};
+  }
+  return Tile{8, 0};
+}
+
+template <typename Fn>
+void WithComposability(int composability, Fn&& fn) {
+  switch (composability) {
+    case kDot: return fn(std::integral_constant<int, kDot>());
+    case kAbsDifference: return fn(std::integral_constant<int, kAbsDifference>());
+    default: return fn(std::integral_constant<int, kSquaredDifference>());
+  }
+}
+
+template <typename T>
+int Forward(const Geometry& g, const T* query, const T* key, const T* value, const float* prior,
+            T* output, float* lse, cudaStream_t stream) {
+  const Tile tile = ChooseTile(g);
+  const int64_t tiles = g.batch * ((g.out_height + tile.size - 1) / tile.size) *
+                        ((g.out_width + tile.size - 1) / tile.size);
+  const dim3 grid(static_cast<unsigned>(tiles), (g.channels + kWarp - 1) / kWarp);
+  const int chunk_groups = (kWarp + g.group_size - 1) / g.group_size;
+  const size_t shared = tile.span ? static_cast<size_t>(tile.span) * tile.span *
+                                        (kWarp + chunk_groups) * sizeof(float)
+                                  : 0;
+  WithComposability(g.composability, [&](auto composability) {
+    constexpr int kComposability = decltype(composability)::value;
+    if (tile.span) {
+      ForwardKernel<T, kComposability, true><<<grid, kWarp * kWarpsPerBlock, shared, stream>>>(
+          g, tile, query, key, value, prior, output, lse);
+    } else {
+      ForwardKernel<T, kComposability, false><<<grid, kWarp * kWarpsPerBlock, 0, stream>>>(
+          g, tile, query, key, value, prior, output, lse);
+    }
+  });
+  return static_cast<int>(cudaGetLastError());
+}
+
+template <typename T>
+int Backward(const Geometry& g, const T* query, const T* key, const T* value, const float* prior,
+             const T* output, const float* lse, const T* d_output, T* d_query, T* d_key,
+             T* d_value, float* d_prior, float* dot, cudaStream_t stream) {
+  const cudaError_t zeroed =
+      cudaMemsetAsync(d_prior, 0, sizeof(float) * g.groups * g.num_cells(), stream);
+  if (zeroed != cudaSuccess || g.batch == 0) return static_cast<int>(zeroed);
+  const unsigned chunks = (g.channels + kWarp - 1) / kWarp;
+  const int chunk_groups = (kWarp + g.group_size - 1) / g.group_size;
+  const int64_t out_pixels = g.batch * g.out_height * g.out_width;
+  const int64_t in_pixels = g.batch * g.height * g.width;
+  const dim3 out_grid(static_cast<unsigned>((out_pixels + kWarpsPerBlock - 1) / kWarpsPerBlock),
+                      chunks);
+  const dim3 in_grid(static_cast<unsigned>((in_pixels + kWarpsPerBlock - 1) / kWarpsPerBlock),
+                     chunks);
+  const size_t shared = sizeof(float) * g.num_cells() * chunk_groups;
+  WithComposability(g.composability, [&](auto composability) {
+    constexpr int kComposability = decltype(composability)::value;
+    BackwardOutputKernel<T, kComposability><<<out_grid, kWarp * kWarpsPerBlock, shared, stream>>>(
+        g, query, key, value, prior, output, lse, d_output, d_query, dot, d_prior);
+    BackwardInputKernel<T, kComposability><<<in_grid, kWarp * kWarpsPerBlock, 0, stream>>>(
+        g, query, key, value, prior, lse, d_output, dot, d_key, d_value);
+  });
+  return static_cast<int>(cudaGetLastError());
+}
+
+}  // namespace
+
+const char* CudaUnsupportedReason(const Geometry& g) {
+  if (kWarp % g.group_size) return "the CUDA kernels need channels_per_group dividing 32";
+  if (sizeof(float) * g.num_cells() * ((kWarp + g.group_size - 1) / g.group_size) > kSharedLimit)
+    return "the CUDA kernels need kernel_size**2 * 32 / channels_per_group <= 12288";
+  return nullptr;
+}
+
+int LaunchLocalRelationForward(const Geometry& g, StorageType type, const void* query,
+                               const void* key, const void* value, const float* prior,
+                               void* output, float* log_sum_exp, void* stream) {
+  auto* s = static_cast<cudaStream_t>(stream);
+  switch (type) {
+    case StorageType::kFloat16:
+      return Forward(g, static_cast<const __half*>(query), static_cast<const __half*>(key),
+                     static_cast<const __half*>(value), prior, static_cast<__half*>(output),
+                     log_sum_exp, s);
+    case StorageType::kBFloat16:
+      return Forward(g, static_cast<const __nv_bfloat16*>(query),
+                     static_cast<const __nv_bfloat16*>(key),
+                     static_cast<const __nv_bfloat16*>(value), prior,
+                     static_cast<__nv_bfloat16*>(output), log_sum_exp, s);
+    default:
+      return Forward(g, static_cast<const float*>(query), static_cast<const float*>(key),
+                     static_cast<const float*>(value), prior, static_cast<float*>(output),
+                     log_sum_exp, s);
+  }
+}
+
+int LaunchLocalRelationBackward(const Geometry& g, StorageType type, const void* query,
+                                const void* key, const void* value, const float* prior,
+                                const void* output, const float* log_sum_exp,
+                                const void* d_output, void* d_query, void* d_key, void* d_value,
+                                float* d_prior, float* dot, void* stream) {
+  auto* s = static_cast<cudaStream_t>(stream);
+  switch (type) {
+    case StorageType::kFloat16: {
+      using T = __half;
+      return Backward(g, static_cast<const T*>(query), static_cast<const T*>(key),
+                      static_cast<const T*>(value), prior, static_cast<const T*>(output),
+                      log_sum_exp, static_cast<const T*>(d_output), static_cast<T*>(d_query),
+                      static_cast<T*>(d_key), static_cast<T*>(d_value), d_prior, dot, s);
+    }
+    case StorageType::kBFloat16: {
+      using T = __nv_bfloat16;
+      return Backward(g, static_cast<const T*>(query), static_cast<const T*>(key),
+                      static_cast<const T*>(value), prior, static_cast<const T*>(output),
+                      log_sum_exp, static_cast<const T*>(d_output), static_cast<T*>(d_query),
+                      static_cast<T*>(d_key), static_cast<T*>(d_value), d_prior, dot, s);
+    }
+    default: {
+      using T = float;
+      return Backward(g, static_cast<const T*>(query), static_cast<const T*>(key),
+                      static_cast<const T*>(value), prior, static_cast<const T*>(output),
+                      log_sum_exp, static_cast<const T*>(d_output), static_cast<T*>(d_query),
+                      static_cast<T*>(d_key), static_cast<T*>(d_value), d_prior, dot, s);
+    }
+  }
+}
+
+}  // namespace keras_relnet

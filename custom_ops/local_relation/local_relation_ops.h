@@ -1,0 +1,54 @@
+// Declarations shared by the CPU (local_relation_ops.cc) and GPU
+// (local_relation_gpu.cc) TensorFlow kernels of the local relation ops.
+#ifndef KERAS_RELNET_LOCAL_RELATION_OPS_H_
+#define KERAS_RELNET_LOCAL_RELATION_OPS_H_
+
+#include "local_relation_core.h"
+#include "tensorflow/core/framework/op_kernel.h"
+
+namespace keras_relnet {
+
+#ifdef KERAS_RELNET_WITH_CUDA
+constexpr bool kBuiltWithCuda = true;
+#else
+constexpr bool kBuiltWithCuda = false;
+#endif
+
+// The op attributes, read once at kernel construction.
+struct RelationAttrs {
+  explicit RelationAttrs(::tensorflow::OpKernelConstruction* context);
+  int strides = 1;
+  int dilation = 1;
+  int composability = kSquaredDifference;
+  float scale = 1.f;
+};
+
+// Checks inputs 0-3 (query, key, value, prior) and describes the call.
+::tensorflow::Status CheckedGeometry(::tensorflow::OpKernelContext* context,
+                                     const RelationAttrs& attrs, Geometry* geometry);
+
+// Checks the extra inputs 4-6 (output, log_sum_exp, d_output) of the gradient op.
+::tensorflow::Status CheckGradInputs(::tensorflow::OpKernelContext* context, const Geometry& g);
+
+// Allocates the forward op's output [B, Ho, Wo, C] and log-sum-exp [B, Ho, Wo, G].
+::tensorflow::Status AllocateForwardOutputs(::tensorflow::OpKernelContext* context,
+                                            const Geometry& g, ::tensorflow::Tensor** output,
+                                            ::tensorflow::Tensor** lse);
+
+// Allocates the gradient op's outputs, shaped like inputs 0-3.
+::tensorflow::Status AllocateGradOutputs(::tensorflow::OpKernelContext* context,
+                                         ::tensorflow::Tensor** d_query,
+                                         ::tensorflow::Tensor** d_key,
+                                         ::tensorflow::Tensor** d_value,
+                                         ::tensorflow::Tensor** d_prior);
+
+// Registers the forward and gradient kernels of `DEVICE` for storage type T.
+#define KERAS_RELNET_REGISTER_RELATION_KERNELS(DEVICE, T, Forward, Grad)                \
+  REGISTER_KERNEL_BUILDER(                                                              \
+      Name("KerasRelnetLocalRelation").Device(DEVICE).TypeConstraint<T>("T"), Forward<T>); \
+  REGISTER_KERNEL_BUILDER(                                                              \
+      Name("KerasRelnetLocalRelationGrad").Device(DEVICE).TypeConstraint<T>("T"), Grad<T>)
+
+}  // namespace keras_relnet
+
+#endif  // KERAS_RELNET_LOCAL_RELATION_OPS_H_
