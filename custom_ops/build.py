@@ -114,7 +114,7 @@ def build(force=False):
     # with this build's runtime rather than symbols TensorFlow may export.
     # -fno-trapping-math lets GCC vectorise the polynomial exp (floor, float->int).
     run(["g++", "-shared", "-fPIC", *cxxflags, "-fno-trapping-math",
-         "-Wno-deprecated-declarations", *compile_flags,
+         "-Wno-deprecated-declarations", "-Wno-interference-size", *compile_flags,
          *defines, *sources, *objects, "-o", str(partial), *cuda_libraries, *link_flags])
     os.replace(partial, LIBRARY)
     return LIBRARY
