@@ -68,7 +68,7 @@ struct Scratch {
   std::vector<int64_t> pixels;  // their flat input pixel index (b, y, x)
   int padded;                   // PaddedGroups
   std::vector<float> logits;    // [cells, padded]
-  std::vector<float> query, peak, total, group_sum;  // [padded]
+  std::vector<float> query, peak, total;  // [padded]
   std::vector<float> key, weight, d_logit, partial, ones, lse, dot;  // [padded]
   std::vector<float> channels_a, channels_b;         // [C]
 
@@ -80,7 +80,6 @@ struct Scratch {
         query(padded, 0.f),
         peak(padded, 0.f),
         total(padded, 0.f),
-        group_sum(padded, 0.f),
         key(padded, 0.f),
         weight(padded, 0.f),
         d_logit(padded, 0.f),
