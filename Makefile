@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench install ops cuda-harness clean
+.PHONY: demo test test-slow bench install ops cuda-harness cuda-emulation clean
 
 demo: $(INSTALLED)
 	$(PY) examples/train_digits.py
@@ -40,6 +40,18 @@ cuda-harness:
 	nvcc -O3 -std=c++17 -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90,code=sm_90 \
 	    -Icustom_ops/local_relation $(HARNESS)/local_relation_harness.cu \
 	    custom_ops/local_relation/local_relation_kernels.cu build/cpu_reference.o -o build/cuda_harness
+
+# The same harness and CUDA kernel source compiled by g++ for the CPU
+# ($(HARNESS)/cuda_emulation.h), so the kernels' logic is checked without a GPU:
+# build/cuda_emulation --cases N (needs the CUDA headers, not a GPU).
+CUDA_HOME ?= /usr/local/cuda
+cuda-emulation:
+	mkdir -p build
+	g++ -O2 -fno-trapping-math -std=c++17 -Icustom_ops/local_relation \
+	    -c $(HARNESS)/cpu_reference.cc -o build/cpu_reference_emulation.o
+	g++ -O2 -std=c++17 -DKERAS_RELNET_CUDA_EMULATION -Icustom_ops/local_relation -I$(CUDA_HOME)/include \
+	    -x c++ $(HARNESS)/local_relation_harness.cu custom_ops/local_relation/local_relation_kernels.cu \
+	    -x none build/cpu_reference_emulation.o -o build/cuda_emulation
 
 $(INSTALLED): setup.py requirements.txt constraints.txt $(wildcard custom_ops/*.py custom_ops/local_relation/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -105,7 +105,7 @@ def build(force=False):
         cuda_object(compiler, kernels, cuda_architectures())
         objects.append(str(kernels))
         sources += [str(SOURCES / name) for name in GPU_SOURCES]
-        defines += ["-DKERAS_RELNET_WITH_CUDA", "-DGOOGLE_CUDA=1", "-DEIGEN_USE_GPU",
+        defines += ["-DKERAS_RELNET_WITH_CUDA", "-DGOOGLE_CUDA=1",
                     f"-I{cuda_home / 'include'}"]
         # The static runtime: the library loads on machines without a CUDA toolkit.
         cuda_libraries += [f"-L{cuda_home / 'lib64'}", "-lcudart_static", "-ldl", "-lrt", "-lpthread"]

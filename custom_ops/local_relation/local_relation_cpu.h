@@ -67,6 +67,7 @@ struct Scratch {
   std::vector<int> cells;       // valid window cells of the pixel
   std::vector<int64_t> pixels;  // their flat input pixel index (b, y, x)
   int padded;                   // PaddedGroups
+  int64_t key_elements;         // of the key tensor, B * H * W * G
   std::vector<float> logits;    // [cells, padded]
   std::vector<float> query, peak, total;  // [padded]
   std::vector<float> key, weight, d_logit, partial, ones, lse, dot;  // [padded]
@@ -76,6 +77,7 @@ struct Scratch {
       : cells(g.num_cells()),
         pixels(g.num_cells()),
         padded(PaddedGroups(g)),
+        key_elements(g.batch * g.height * g.width * g.groups),
         logits(static_cast<size_t>(g.num_cells()) * padded, 0.f),
         query(padded, 0.f),
         peak(padded, 0.f),
@@ -122,16 +124,48 @@ inline void SoftmaxOverCells(int count, int padded, float* __restrict__ logits,
   }
 }
 
-// sums[g*m + t] += weights[g] * scale[g] * value[g*m + t] (one cell, all groups).
+// Eight floats (one AVX register): the channels of a group when m = 8.
+typedef float Eight __attribute__((vector_size(32)));
+
+// sums[g*m + 8p .. +8) += w * value[same] for the sixteen groups from `first`
+// with w = weights[g] * scale[g] (m = 8): two groups per vector, their
+// weights spread from one vector of sixteen by a permute.
+inline void AddWeightedValuesOf16(int groups, int first, const float* __restrict__ weights,
+                                  const float* __restrict__ scale, const float* __restrict__ value,
+                                  float* __restrict__ sums) {
+  const Lanes weight = LoadLanes(weights + first) * LoadLanes(scale + first);
+  const IntLanes spread = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+  for (int pair = 0; pair < 8; ++pair) {
+    const int group = first + 2 * pair;
+    if (group + 2 <= groups) {
+      const Lanes sum = LoadLanes(sums + group * 8) +
+                        __builtin_shuffle(weight, spread + 2 * pair) * LoadLanes(value + group * 8);
+      StoreLanes(sums + group * 8, sum);
+    } else if (group + 1 == groups) {
+      Eight sum, cell_value;
+      memcpy(&sum, sums + group * 8, sizeof(Eight));
+      memcpy(&cell_value, value + group * 8, sizeof(Eight));
+      sum += weight[2 * pair] * cell_value;
+      memcpy(sums + group * 8, &sum, sizeof(Eight));
+    }
+  }
+}
+
+// sums[g*m + t] += weights[g] * scale[g] * value[g*m + t] (one cell, all
+// groups); weights and scale hold PaddedGroups floats.
 template <typename T, int kGroupSize>
 inline void AddWeightedValues(int groups, int m, const float* __restrict__ weights,
                               const float* __restrict__ scale, const T* __restrict__ value,
                               float* __restrict__ sums) {
   if (kGroupSize) m = kGroupSize;
+  if constexpr (std::is_same<T, float>::value && kGroupSize == 8) {
+    for (int first = 0; first < groups; first += kLanes)
+      AddWeightedValuesOf16(groups, first, weights, scale, value, sums);
+    return;
+  }
   if constexpr (std::is_same<T, float>::value && kGroupSize % 8 == 0 && kGroupSize > 0) {
     // Eight-float vectors written out: left alone, GCC vectorises across
     // groups with permutes, several times slower.
-    typedef float Eight __attribute__((vector_size(32)));
     for (int group = 0; group < groups; ++group) {
       const float weight = weights[group] * scale[group];
       for (int t = 0; t < kGroupSize; t += 8) {
@@ -150,15 +184,55 @@ inline void AddWeightedValues(int groups, int m, const float* __restrict__ weigh
   }
 }
 
-// out[g*m + t] = scale[g] * sum_cells weight[cell, g] * value[cell pixel, g*m + t],
-// accumulated a whole row (all groups) per cell: contiguous vector FMAs.
-// (Group-by-group with the m sums in registers measured 2.5x slower: short
-// dependent FMA chains and strided loads.)
+// out[b*8 .. b*8+8) for the kBlocks eight-channel blocks b from `first`, of
+// the aggregation below, with the sums held in registers across the cells
+// (m a multiple of 8: a block never straddles two groups).
+template <int kBlocks, int kGroupSize>
+inline void AggregateBlocks(int count, int padded, int channels, const int64_t* __restrict__ pixels,
+                            const float* __restrict__ weights, const float* __restrict__ value,
+                            const float* __restrict__ scale, int first, float* __restrict__ out) {
+  Eight sums[kBlocks] = {};
+  for (int c = 0; c < count; ++c) {
+    const float* row = value + pixels[c] * channels;
+    const float* cell_weights = weights + c * padded;
+    for (int block = 0; block < kBlocks; ++block) {
+      Eight cell_value;
+      memcpy(&cell_value, row + (first + block) * 8, sizeof(Eight));
+      sums[block] += cell_weights[(first + block) * 8 / kGroupSize] * cell_value;
+    }
+  }
+  for (int block = 0; block < kBlocks; ++block) {
+    const Eight result = sums[block] * scale[(first + block) * 8 / kGroupSize];
+    memcpy(out + (first + block) * 8, &result, sizeof(Eight));
+  }
+}
+
+// out[g*m + t] = scale[g] * sum_cells weight[cell, g] * value[cell pixel, g*m + t].
+// float32 with m a multiple of 8: eight blocks of eight channels at a time
+// (then four, two, one), each summed over all cells in registers. Otherwise a
+// whole row (all groups) per cell, accumulated in memory.
 template <typename T, int kGroupSize>
 inline void AggregateValues(const Geometry& g, int count, Scratch& s, const T* value,
                             const float* __restrict__ scale, T* __restrict__ out) {
   const int m = kGroupSize ? kGroupSize : g.group_size;
   const int channels = g.channels, padded = s.padded;
+  if constexpr (std::is_same<T, float>::value && kGroupSize % 8 == 0 && kGroupSize > 0) {
+    const int blocks = channels / 8;
+    const int64_t* pixels = s.pixels.data();
+    const float* weights = s.logits.data();
+    int first = 0;
+    auto run = [&](auto size) {  // the next `size` blocks
+      constexpr int kBlocks = decltype(size)::value;
+      AggregateBlocks<kBlocks, kGroupSize>(count, padded, channels, pixels, weights, value, scale,
+                                           first, out);
+      first += kBlocks;
+    };
+    while (first + 8 <= blocks) run(std::integral_constant<int, 8>());
+    if (first + 4 <= blocks) run(std::integral_constant<int, 4>());
+    if (first + 2 <= blocks) run(std::integral_constant<int, 2>());
+    if (first < blocks) run(std::integral_constant<int, 1>());
+    return;
+  }
   float* sums = s.channels_a.data();
   std::fill(sums, sums + channels, 0.f);
   for (int c = 0; c < count; ++c)
@@ -167,37 +241,56 @@ inline void AggregateValues(const Geometry& g, int count, Scratch& s, const T* v
   for (int c = 0; c < channels; ++c) out[c] = static_cast<T>(sums[c]);
 }
 
-// out[g] = sum_t a[g*m + t] * b[g*m + t] (per-group dot products).
+// The dot products a[g*8 .. g*8+8) . b[g*8 .. g*8+8) of the sixteen groups
+// from `first` (zero past `groups`; needs groups >= 2), as one vector in group
+// order: eight vectors of two groups' products, summed pairwise in three
+// rounds of two-vector shuffles (each round halves the lanes per group and
+// doubles the groups per vector), which leaves the groups in bit-reversed order.
+inline Lanes GroupDotsOf16(int groups, int first, const float* __restrict__ a,
+                           const float* __restrict__ b) {
+  const IntLanes upper_half = {8, 9, 10, 11, 12, 13, 14, 15, 16, 16, 16, 16, 16, 16, 16, 16};
+  Lanes products[8];
+  for (int pair = 0; pair < 8; ++pair) {
+    const int group = first + 2 * pair;
+    if (group + 2 <= groups) {
+      products[pair] = LoadLanes(a + group * 8) * LoadLanes(b + group * 8);
+    } else if (group + 1 == groups) {
+      // The odd last group: loaded with its predecessor (never past the row).
+      const Lanes both = LoadLanes(a + (group - 1) * 8) * LoadLanes(b + (group - 1) * 8);
+      products[pair] = __builtin_shuffle(both, Lanes{}, upper_half);
+    } else {
+      products[pair] = Lanes{};
+    }
+  }
+  const IntLanes low4 = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27};
+  const IntLanes low2 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};
+  const IntLanes low1 = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30};
+  const IntLanes bit_reversed = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
+  auto fold = [](Lanes x, Lanes y, IntLanes low, int half) {
+    return __builtin_shuffle(x, y, low) + __builtin_shuffle(x, y, low + half);
+  };
+  Lanes quads[4], pairs[2];
+  for (int i = 0; i < 4; ++i) quads[i] = fold(products[2 * i], products[2 * i + 1], low4, 4);
+  for (int i = 0; i < 2; ++i) pairs[i] = fold(quads[2 * i], quads[2 * i + 1], low2, 2);
+  return __builtin_shuffle(fold(pairs[0], pairs[1], low1, 1), bit_reversed);
+}
+
+// out[g] = sum_t a[g*m + t] * b[g*m + t] (per-group dot products); `out` holds
+// PaddedGroups floats (the padding lanes may be overwritten).
 template <typename A, typename B, int kGroupSize>
 inline void GroupDots(int groups, int m, const A* __restrict__ a, const B* __restrict__ b,
                       float* __restrict__ out) {
   if (kGroupSize) m = kGroupSize;
   if constexpr (std::is_same<A, float>::value && std::is_same<B, float>::value &&
                 kGroupSize == 8) {
-    // Two groups per sixteen lanes, reduced within each half by three shuffles.
-    typedef int32_t Indices __attribute__((vector_size(64)));
-    const Indices swap4 = {4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11};
-    const Indices swap2 = {2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13};
-    const Indices swap1 = {1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14};
-    int group = 0;
-    for (; group + 2 <= groups; group += 2) {
-      Lanes product = LoadLanes(a + group * 8) * LoadLanes(b + group * 8);
-      product += __builtin_shuffle(product, swap4);
-      product += __builtin_shuffle(product, swap2);
-      product += __builtin_shuffle(product, swap1);
-      out[group] = product[0];
-      out[group + 1] = product[8];
+    if (groups >= 2) {
+      for (int first = 0; first < groups; first += kLanes)
+        StoreLanes(out + first, GroupDotsOf16(groups, first, a, b));
+      return;
     }
-    for (; group < groups; ++group) {
-      float sum = 0.f;
-      for (int t = 0; t < 8; ++t) sum += a[group * 8 + t] * b[group * 8 + t];
-      out[group] = sum;
-    }
-    return;
   }
   if constexpr (std::is_same<A, float>::value && std::is_same<B, float>::value &&
                 kGroupSize % 8 == 0 && kGroupSize > 0) {
-    typedef float Eight __attribute__((vector_size(32)));
     for (int group = 0; group < groups; ++group) {
       Eight sum = {};
       for (int t = 0; t < kGroupSize; t += 8) {
@@ -281,6 +374,20 @@ inline int ValidCells(const Geometry& g, int64_t b, int i, int j, Scratch& s) {
   return count;
 }
 
+// The keys of input pixel `at` as s.padded floats. float32 is read in place
+// while that read stays inside the tensor (lanes past the groups then hold the
+// next pixels' keys: junk that no lane of a real group reads, never written
+// out); copying the row into scratch first costs a store-to-load forwarding
+// stall per cell (scalar stores, one wide load). Else converted into s.key.
+template <typename T>
+inline const float* KeyRow(const Geometry& g, const T* key, int64_t at, Scratch& s) {
+  if constexpr (std::is_same<T, float>::value) {
+    if ((at + 1) * g.groups + (s.padded - g.groups) <= s.key_elements) return key + at * g.groups;
+  }
+  for (int group = 0; group < g.groups; ++group) s.key[group] = ToFloat(key[at * g.groups + group]);
+  return s.key.data();
+}
+
 // Logits of the valid cells of one output pixel into s.logits (rows of
 // s.padded); s.query holds q.
 template <typename T, int kComposability>
@@ -288,9 +395,7 @@ inline void CellLogits(const Geometry& g, int count, const T* key, const float* 
                        Scratch& s) {
   const int groups = g.groups, padded = s.padded;
   for (int c = 0; c < count; ++c) {
-    const T* key_row = key + s.pixels[c] * groups;
-    for (int group = 0; group < groups; ++group) s.key[group] = ToFloat(key_row[group]);
-    CellLogitRow<kComposability>(padded, g.scale, s.query.data(), s.key.data(),
+    CellLogitRow<kComposability>(padded, g.scale, s.query.data(), KeyRow(g, key, s.pixels[c], s),
                                  prior_by_cell + s.cells[c] * padded,
                                  s.logits.data() + c * padded);
   }
@@ -353,12 +458,10 @@ void BackwardOutputRows(const Geometry& g, const T* query, const T* key, const T
         s.lse[group] = lse[pixel * groups + group];
       }
       for (int c = 0; c < count; ++c) {
-        const T* key_row = key + s.pixels[c] * groups;
-        for (int group = 0; group < groups; ++group) s.key[group] = ToFloat(key_row[group]);
         GroupDots<T, T, kGroupSize>(groups, m, d_out, value + s.pixels[c] * channels,
                                     s.d_logit.data());
         WeightsAndLogitGradients<kComposability, false>(
-            padded, g.scale, s.query.data(), s.key.data(), prior_by_cell + s.cells[c] * padded,
+            padded, g.scale, s.query.data(), KeyRow(g, key, s.pixels[c], s), prior_by_cell + s.cells[c] * padded,
             s.lse.data(), s.dot.data(), s.weight.data(), s.d_logit.data(), s.partial.data());
         AddProducts(padded, s.d_logit.data(), s.partial.data(), d_q);
         AddProducts(padded, s.d_logit.data(), s.ones.data(), d_prior_by_cell + s.cells[c] * padded);
@@ -399,10 +502,8 @@ void BackwardImages(const Geometry& g, const T* query, const T* key, const T* va
       }
       for (int c = 0; c < count; ++c) {
         const int64_t at = s.pixels[c];
-        const T* key_row = key + at * groups;
-        for (int group = 0; group < groups; ++group) s.key[group] = ToFloat(key_row[group]);
         GroupDots<T, T, kGroupSize>(groups, m, d_out, value + at * channels, s.d_logit.data());
-        CellGradients<kComposability>(padded, g.scale, s.query.data(), s.key.data(),
+        CellGradients<kComposability>(padded, g.scale, s.query.data(), KeyRow(g, key, at, s),
                                       prior_by_cell + s.cells[c] * padded, s.lse.data(),
                                       s.dot.data(), s.d_logit.data(), s.weight.data(), d_q,
                                       d_prior_by_cell + s.cells[c] * padded,
@@ -445,14 +546,19 @@ void BackwardInputRows(const Geometry& g, const T* query, const T* key, const T*
           const int j = OutputOfTap(g, x, v, g.out_width);
           if (j < 0) continue;
           const int64_t out = (b * g.out_height + i) * g.out_width + j;
-          // Unpadded here: lse and dot are read in place (copying them into
-          // padded rows per output pixel measured slower).
-          for (int group = 0; group < groups; ++group)
-            s.query[group] = ToFloat(query[out * groups + group]);
+          // Unpadded here: query (when float), lse and dot are read in place
+          // (copying them into padded rows per output pixel measured slower).
+          const float* out_query = s.query.data();
+          if constexpr (std::is_same<T, float>::value) {
+            out_query = query + out * groups;
+          } else {
+            for (int group = 0; group < groups; ++group)
+              s.query[group] = ToFloat(query[out * groups + group]);
+          }
           const T* dy_row = d_output + out * channels;
           GroupDots<T, T, kGroupSize>(groups, m, dy_row, pixel_value, s.d_logit.data());
           WeightsAndLogitGradients<kComposability, true>(
-              groups, g.scale, s.query.data(), s.key.data(),
+              groups, g.scale, out_query, s.key.data(),
               prior_by_cell + (u * g.kernel_size + v) * padded, lse + out * groups,
               dot + out * groups, s.weight.data(), s.d_logit.data(), s.partial.data());
           AddProducts(groups, s.d_logit.data(), s.partial.data(), d_k);

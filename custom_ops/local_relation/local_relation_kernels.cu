@@ -19,9 +19,19 @@
 // pass over input pixels that gathers d_key and d_value from the output pixels
 // whose windows hold it (no scatter). Both recompute the weights as
 // exp(L - lse).
+//
+// Compiled with -DKERAS_RELNET_CUDA_EMULATION by a host compiler, the same
+// source runs on the CPU under harness/cuda_emulation.h (`make cuda-emulation`).
+#if defined(KERAS_RELNET_CUDA_EMULATION)
+#include "harness/cuda_emulation.h"
+#else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+// kernel<<<grid, block, shared, stream>>>, spelled so that the emulation can replace it.
+#define KERAS_RELNET_LAUNCH(grid, block, shared, stream, ...) \
+  __VA_ARGS__<<<grid, block, shared, stream>>>
+#endif
 
 #include <type_traits>
 
@@ -33,6 +43,15 @@ namespace {
 constexpr int kWarp = 32;
 constexpr int kWarpsPerBlock = 8;
 constexpr int kSharedLimit = 48 * 1024;
+
+#if defined(KERAS_RELNET_CUDA_EMULATION)
+using emulation::DynamicShared;
+#else
+__device__ __forceinline__ float* DynamicShared() {
+  extern __shared__ float dynamic_shared[];
+  return dynamic_shared;
+}
+#endif
 
 __device__ __forceinline__ float Load(const float* p, int64_t i) { return __ldg(p + i); }
 __device__ __forceinline__ float Load(const __half* p, int64_t i) { return __half2float(p[i]); }
@@ -69,7 +88,7 @@ __global__ void ForwardKernel(Geometry g, Tile tile, const T* __restrict__ query
                               const T* __restrict__ key, const T* __restrict__ value,
                               const float* __restrict__ prior, T* __restrict__ output,
                               float* __restrict__ lse) {
-  extern __shared__ float shared[];
+  float* shared = DynamicShared();
   const int tiles_w = (g.out_width + tile.size - 1) / tile.size;
   const int tiles_h = (g.out_height + tile.size - 1) / tile.size;
   const int64_t b = blockIdx.x / (tiles_h * tiles_w);
@@ -151,7 +170,7 @@ __global__ void BackwardOutputKernel(Geometry g, const T* __restrict__ query,
                                      const float* __restrict__ lse, const T* __restrict__ d_output,
                                      T* __restrict__ d_query, float* __restrict__ dot,
                                      float* __restrict__ d_prior) {
-  extern __shared__ float d_prior_tile[];  // [k*k, chunk_groups]
+  float* d_prior_tile = DynamicShared();  // [k*k, chunk_groups]
   const int m = g.group_size, chunk_groups = (kWarp + m - 1) / m;
   const int c0 = blockIdx.y * kWarp;
   for (int index = threadIdx.x; index < g.num_cells() * chunk_groups; index += blockDim.x)
@@ -282,11 +301,13 @@ int Forward(const Geometry& g, const T* query, const T* key, const T* value, con
   WithComposability(g.composability, [&](auto composability) {
     constexpr int kComposability = decltype(composability)::value;
     if (tile.span) {
-      ForwardKernel<T, kComposability, true><<<grid, kWarp * kWarpsPerBlock, shared, stream>>>(
-          g, tile, query, key, value, prior, output, lse);
+      KERAS_RELNET_LAUNCH(grid, kWarp * kWarpsPerBlock, shared, stream,
+                          ForwardKernel<T, kComposability, true>)(g, tile, query, key, value,
+                                                                  prior, output, lse);
     } else {
-      ForwardKernel<T, kComposability, false><<<grid, kWarp * kWarpsPerBlock, 0, stream>>>(
-          g, tile, query, key, value, prior, output, lse);
+      KERAS_RELNET_LAUNCH(grid, kWarp * kWarpsPerBlock, 0, stream,
+                          ForwardKernel<T, kComposability, false>)(g, tile, query, key, value,
+                                                                   prior, output, lse);
     }
   });
   return static_cast<int>(cudaGetLastError());
@@ -310,9 +331,11 @@ int Backward(const Geometry& g, const T* query, const T* key, const T* value, co
   const size_t shared = sizeof(float) * g.num_cells() * chunk_groups;
   WithComposability(g.composability, [&](auto composability) {
     constexpr int kComposability = decltype(composability)::value;
-    BackwardOutputKernel<T, kComposability><<<out_grid, kWarp * kWarpsPerBlock, shared, stream>>>(
+    KERAS_RELNET_LAUNCH(out_grid, kWarp * kWarpsPerBlock, shared, stream,
+                        BackwardOutputKernel<T, kComposability>)(
         g, query, key, value, prior, output, lse, d_output, d_query, dot, d_prior);
-    BackwardInputKernel<T, kComposability><<<in_grid, kWarp * kWarpsPerBlock, 0, stream>>>(
+    KERAS_RELNET_LAUNCH(in_grid, kWarp * kWarpsPerBlock, 0, stream,
+                        BackwardInputKernel<T, kComposability>)(
         g, query, key, value, prior, lse, d_output, dot, d_key, d_value);
   });
   return static_cast<int>(cudaGetLastError());

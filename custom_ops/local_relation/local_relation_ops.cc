@@ -340,6 +340,30 @@ class LocalRelationGradCpu : public OpKernel {
     return static_cast<int64_t>(g.num_cells()) * (2 * g.channels + 12 * g.groups);
   }
 
+  // One image of OnePass: zeroes its float sums, scatters into them and writes
+  // its d_key (and d_value unless T is float) while they are in cache.
+  template <int kComposability, int kGroupSize>
+  static void BackwardImage(const Geometry& g, const Inputs<T>& in, int64_t image, T* d_query,
+                            T* d_key, T* d_value, float* key_sums, float* value_sums,
+                            float* prior_partial) {
+    const int padded = PaddedGroups(g);
+    const int64_t pixels = static_cast<int64_t>(g.height) * g.width;
+    const int64_t first = image * pixels;
+    std::fill(key_sums + first * padded, key_sums + (first + pixels) * padded, 0.f);
+    std::fill(value_sums + first * g.channels, value_sums + (first + pixels) * g.channels, 0.f);
+    BackwardImages<T, kComposability, kGroupSize>(g, in.query, in.key, in.value, in.prior_by_cell,
+                                                  in.output, in.lse, in.d_output, d_query,
+                                                  prior_partial, key_sums, value_sums, image,
+                                                  image + 1);
+    for (int64_t pixel = first; pixel < first + pixels; ++pixel)
+      for (int group = 0; group < g.groups; ++group)
+        d_key[pixel * g.groups + group] = static_cast<T>(key_sums[pixel * padded + group]);
+    if (!std::is_same<T, float>::value) {
+      for (int64_t c = first * g.channels; c < (first + pixels) * g.channels; ++c)
+        d_value[c] = static_cast<T>(value_sums[c]);
+    }
+  }
+
   // One pass per image (a window never leaves its image, so images run in
   // parallel), scattering d_key and d_value into float sums.
   template <int kComposability, int kGroupSize>
@@ -359,26 +383,15 @@ class LocalRelationGradCpu : public OpKernel {
       TF_RETURN_IF_ERROR(
           context->allocate_temp(::tensorflow::DT_FLOAT, d_value->shape(), &value_sum));
     }
-    key_sum.flat<float>().setZero();
-    value_sum.flat<float>().setZero();
     ParallelRows(context, g.batch,
                  CellCost(g) * g.out_height * g.out_width, [&](int64_t first, int64_t last) {
                    for (int64_t image = first; image < last; ++image) {
-                     BackwardImages<T, kComposability, kGroupSize>(
-                         g, in.query, in.key, in.value, in.prior_by_cell, in.output, in.lse,
-                         in.d_output, d_query->flat<T>().data(),
-                         partials->data() + image * cells_groups, key_sum.flat<float>().data(),
-                         value_sum.flat<float>().data(), image, image + 1);
+                     BackwardImage<kComposability, kGroupSize>(
+                         g, in, image, d_query->flat<T>().data(), d_key->flat<T>().data(),
+                         d_value->flat<T>().data(), key_sum.flat<float>().data(),
+                         value_sum.flat<float>().data(), partials->data() + image * cells_groups);
                    }
                  });
-    const float* key_sums = key_sum.flat<float>().data();
-    T* d_keys = d_key->flat<T>().data();
-    const int64_t pixels = g.batch * g.height * g.width;
-    for (int64_t pixel = 0; pixel < pixels; ++pixel)
-      for (int group = 0; group < g.groups; ++group)
-        d_keys[pixel * g.groups + group] = static_cast<T>(key_sums[pixel * padded + group]);
-    if (!std::is_same<T, float>::value)
-      d_value->flat<T>() = value_sum.flat<float>().template cast<T>();
     return Status();
   }
 
