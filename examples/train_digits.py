@@ -6,7 +6,7 @@ local relation layer) is trained with `model.fit`, must reach >= 95%
 validation accuracy, is saved as `.keras`, reloaded and re-evaluated, and the
 reloaded model must give the same accuracy. It is then exported to TFLite
 (float32, float16, full int8) and ONNX; each artefact runs on the validation
-digits, and the float ones must match Keras within 1e-4, float16 within 1e-2,
+digits, and the float ones must match Keras within 1e-4, float16 within 2e-2,
 and int8 must agree with Keras' top-1 on >= 90% of them.
 
 Run: `make demo` (or `.venv/bin/python examples/train_digits.py`).
@@ -33,10 +33,15 @@ from keras_relnet.utils import count_flops  # noqa: E402
 IMAGE_SIZE = 32
 TARGET_ACCURACY = 0.95
 BATCH_SIZE = 64
-# (file, export arguments, largest allowed |exported - Keras|; None: top-1 agreement)
+# (file, export arguments, largest allowed |exported - Keras|; None: top-1 agreement).
+# float16 rounds every weight to an 11-bit mantissa. On the most ambiguous
+# digits (top probability near 0.5, where the softmax is steepest) that alone
+# moves a probability by up to ~1.2e-2: Keras with its own weights rounded to
+# float16 does the same, and trainings that differ only in float32 summation
+# order measured 4e-3 to 1.3e-2. Hence 2e-2 here; the median digit moves 2e-5.
 EXPORTS = (
     ("lrnet26_digits.tflite", dict(format="tflite"), 1e-4),
-    ("lrnet26_digits_float16.tflite", dict(format="tflite", quantization="float16"), 1e-2),
+    ("lrnet26_digits_float16.tflite", dict(format="tflite", quantization="float16"), 2e-2),
     ("lrnet26_digits_int8.tflite", dict(format="tflite", quantization="int8"), None),
     ("lrnet26_digits.onnx", dict(format="onnx"), 1e-4),
 )
