@@ -150,6 +150,21 @@ LR_HOST_DEVICE int TapPosition(const Geometry& g, int o, int t) {
   return g.strides * o + g.dilation * (t - g.radius);
 }
 
+// Calls visit(u, v, y, x) for each window cell (u, v) of output pixel (i, j)
+// whose input pixel (y, x) lies inside the image (off-image cells skipped).
+template <typename Visit>
+LR_HOST_DEVICE void ForEachWindowCell(const Geometry& g, int i, int j, Visit&& visit) {
+  for (int u = 0; u < g.kernel_size; ++u) {
+    const int y = TapPosition(g, i, u);
+    if (y < 0 || y >= g.height) continue;
+    for (int v = 0; v < g.kernel_size; ++v) {
+      const int x = TapPosition(g, j, v);
+      if (x < 0 || x >= g.width) continue;
+      visit(u, v, y, x);
+    }
+  }
+}
+
 // Output row/column whose window tap t is input row/column p, or -1.
 LR_HOST_DEVICE int OutputOfTap(const Geometry& g, int p, int t, int out_size) {
   const int numerator = p - g.dilation * (t - g.radius);

@@ -360,18 +360,27 @@ inline void AddProducts(int groups, const float* __restrict__ a, const float* __
 // The in-image window cells of output pixel (b, i, j); returns their count.
 inline int ValidCells(const Geometry& g, int64_t b, int i, int j, Scratch& s) {
   int count = 0;
-  for (int u = 0; u < g.kernel_size; ++u) {
-    const int y = TapPosition(g, i, u);
-    if (y < 0 || y >= g.height) continue;
-    for (int v = 0; v < g.kernel_size; ++v) {
-      const int x = TapPosition(g, j, v);
-      if (x < 0 || x >= g.width) continue;
-      s.cells[count] = u * g.kernel_size + v;
-      s.pixels[count] = (b * g.height + y) * g.width + x;
-      ++count;
-    }
-  }
+  ForEachWindowCell(g, i, j, [&](int u, int v, int y, int x) {
+    s.cells[count] = u * g.kernel_size + v;
+    s.pixels[count] = (b * g.height + y) * g.width + x;
+    ++count;
+  });
   return count;
+}
+
+// What both backward passes over output pixels need first for `pixel`:
+// s.dot = sum_t dy * y per group, s.query and s.lse, and d_q (s.total) zeroed.
+template <typename T, int kGroupSize>
+inline void StartOutputPixel(const Geometry& g, int64_t pixel, const T* query, const T* output,
+                             const float* lse, const T* d_out, Scratch& s) {
+  const int groups = g.groups;
+  GroupDots<T, T, kGroupSize>(groups, g.group_size, d_out, output + pixel * g.channels,
+                              s.dot.data());
+  std::fill(s.total.begin(), s.total.end(), 0.f);
+  for (int group = 0; group < groups; ++group) {
+    s.query[group] = ToFloat(query[pixel * groups + group]);
+    s.lse[group] = lse[pixel * groups + group];
+  }
 }
 
 // The keys of input pixel `at` as s.padded floats. float32 is read in place
@@ -382,7 +391,7 @@ inline int ValidCells(const Geometry& g, int64_t b, int i, int j, Scratch& s) {
 template <typename T>
 inline const float* KeyRow(const Geometry& g, const T* key, int64_t at, Scratch& s) {
   if constexpr (std::is_same<T, float>::value) {
-    if ((at + 1) * g.groups + (s.padded - g.groups) <= s.key_elements) return key + at * g.groups;
+    if (at * g.groups + s.padded <= s.key_elements) return key + at * g.groups;
   }
   for (int group = 0; group < g.groups; ++group) s.key[group] = ToFloat(key[at * g.groups + group]);
   return s.key.data();
@@ -450,19 +459,15 @@ void BackwardOutputRows(const Geometry& g, const T* query, const T* key, const T
       const int count = ValidCells(g, b, i, j, s);
       const T* d_out = d_output + pixel * channels;
       const int padded = s.padded;
-      GroupDots<T, T, kGroupSize>(groups, m, d_out, output + pixel * channels, s.dot.data());
+      StartOutputPixel<T, kGroupSize>(g, pixel, query, output, lse, d_out, s);
       std::copy(s.dot.begin(), s.dot.begin() + groups, dot + pixel * groups);
-      std::fill(d_q, d_q + padded, 0.f);
-      for (int group = 0; group < groups; ++group) {
-        s.query[group] = ToFloat(query[pixel * groups + group]);
-        s.lse[group] = lse[pixel * groups + group];
-      }
       for (int c = 0; c < count; ++c) {
         GroupDots<T, T, kGroupSize>(groups, m, d_out, value + s.pixels[c] * channels,
                                     s.d_logit.data());
         WeightsAndLogitGradients<kComposability, false>(
-            padded, g.scale, s.query.data(), KeyRow(g, key, s.pixels[c], s), prior_by_cell + s.cells[c] * padded,
-            s.lse.data(), s.dot.data(), s.weight.data(), s.d_logit.data(), s.partial.data());
+            padded, g.scale, s.query.data(), KeyRow(g, key, s.pixels[c], s),
+            prior_by_cell + s.cells[c] * padded, s.lse.data(), s.dot.data(), s.weight.data(),
+            s.d_logit.data(), s.partial.data());
         AddProducts(padded, s.d_logit.data(), s.partial.data(), d_q);
         AddProducts(padded, s.d_logit.data(), s.ones.data(), d_prior_by_cell + s.cells[c] * padded);
       }
@@ -494,12 +499,7 @@ void BackwardImages(const Geometry& g, const T* query, const T* key, const T* va
       const int64_t pixel = row * g.out_width + j;
       const int count = ValidCells(g, b, i, j, s);
       const T* d_out = d_output + pixel * channels;
-      GroupDots<T, T, kGroupSize>(groups, m, d_out, output + pixel * channels, s.dot.data());
-      std::fill(d_q, d_q + padded, 0.f);
-      for (int group = 0; group < groups; ++group) {
-        s.query[group] = ToFloat(query[pixel * groups + group]);
-        s.lse[group] = lse[pixel * groups + group];
-      }
+      StartOutputPixel<T, kGroupSize>(g, pixel, query, output, lse, d_out, s);
       for (int c = 0; c < count; ++c) {
         const int64_t at = s.pixels[c];
         GroupDots<T, T, kGroupSize>(groups, m, d_out, value + at * channels, s.d_logit.data());

@@ -127,35 +127,29 @@ __global__ void ForwardKernel(Geometry g, Tile tile, const T* __restrict__ query
     const int64_t pixel = (b * g.out_height + i) * g.out_width + j;
     const float q = Load(query, pixel * g.groups + group);
     float peak = -INFINITY, total = 0.f, sum = 0.f;
-    for (int u = 0; u < g.kernel_size; ++u) {
-      const int y = TapPosition(g, i, u);
-      if (y < 0 || y >= g.height) continue;
-      for (int v = 0; v < g.kernel_size; ++v) {
-        const int x = TapPosition(g, j, v);
-        if (x < 0 || x >= g.width) continue;
-        float k, val;
-        if (kShared) {
-          const int local = (y - y0) * tile.span + (x - x0);
-          k = key_tile[local * chunk_groups + local_group];
-          val = value_tile[local * kWarp + lane];
-        } else {
-          const int64_t at = (b * g.height + y) * g.width + x;
-          k = Load(key, at * g.groups + group);
-          val = active ? Load(value, at * g.channels + channel) : 0.f;
-        }
-        const float logit =
-            Logit<kComposability>(g, q, k, __ldg(prior + group * g.num_cells() + u * g.kernel_size + v));
-        if (logit > peak) {  // online softmax: rescale what was summed so far
-          const float rescale = expf(peak - logit);
-          total *= rescale;
-          sum *= rescale;
-          peak = logit;
-        }
-        const float weight = expf(logit - peak);
-        total += weight;
-        sum += weight * val;
+    ForEachWindowCell(g, i, j, [&](int u, int v, int y, int x) {
+      float k, val;
+      if (kShared) {
+        const int local = (y - y0) * tile.span + (x - x0);
+        k = key_tile[local * chunk_groups + local_group];
+        val = value_tile[local * kWarp + lane];
+      } else {
+        const int64_t at = (b * g.height + y) * g.width + x;
+        k = Load(key, at * g.groups + group);
+        val = active ? Load(value, at * g.channels + channel) : 0.f;
       }
-    }
+      const float logit = Logit<kComposability>(
+          g, q, k, __ldg(prior + group * g.num_cells() + u * g.kernel_size + v));
+      if (logit > peak) {  // online softmax: rescale what was summed so far
+        const float rescale = expf(peak - logit);
+        total *= rescale;
+        sum *= rescale;
+        peak = logit;
+      }
+      const float weight = expf(logit - peak);
+      total += weight;
+      sum += weight * val;
+    });
     if (active) {
       Store(output, pixel * g.channels + channel, sum / total);
       if (channel % m == 0) lse[pixel * g.groups + group] = peak + logf(total);
@@ -194,25 +188,19 @@ __global__ void BackwardOutputKernel(Geometry g, const T* __restrict__ query,
     const float q = Load(query, pixel * g.groups + group);
     const float pixel_lse = active ? lse[pixel * g.groups + group] : 0.f;
     float d_q = 0.f;
-    for (int u = 0; u < g.kernel_size; ++u) {
-      const int y = TapPosition(g, i, u);
-      if (y < 0 || y >= g.height) continue;
-      for (int v = 0; v < g.kernel_size; ++v) {
-        const int x = TapPosition(g, j, v);
-        if (x < 0 || x >= g.width) continue;
-        const int cell = u * g.kernel_size + v;
-        const int64_t at = (b * g.height + y) * g.width + x;
-        const float k = Load(key, at * g.groups + group);
-        const float val = active ? Load(value, at * g.channels + channel) : 0.f;
-        const float d_weight = GroupSum(dy * val, m);
-        const float weight =
-            expf(Logit<kComposability>(g, q, k, __ldg(prior + group * g.num_cells() + cell)) -
-                   pixel_lse);
-        const float d_logit = weight * (d_weight - dot_value);
-        d_q += g.scale * d_logit * ComposeQueryPartial<kComposability>(q, k);
-        if (leader) atomicAdd(&d_prior_tile[cell * chunk_groups + local_group], d_logit);
-      }
-    }
+    ForEachWindowCell(g, i, j, [&](int u, int v, int y, int x) {
+      const int cell = u * g.kernel_size + v;
+      const int64_t at = (b * g.height + y) * g.width + x;
+      const float k = Load(key, at * g.groups + group);
+      const float val = active ? Load(value, at * g.channels + channel) : 0.f;
+      const float d_weight = GroupSum(dy * val, m);
+      const float weight =
+          expf(Logit<kComposability>(g, q, k, __ldg(prior + group * g.num_cells() + cell)) -
+               pixel_lse);
+      const float d_logit = weight * (d_weight - dot_value);
+      d_q += g.scale * d_logit * ComposeQueryPartial<kComposability>(q, k);
+      if (leader) atomicAdd(&d_prior_tile[cell * chunk_groups + local_group], d_logit);
+    });
     if (leader) Store(d_query, pixel * g.groups + group, d_q);
   }
   __syncthreads();
