@@ -30,28 +30,33 @@ install: $(INSTALLED)
 ops: $(INSTALLED)
 	$(PY) custom_ops/build.py --force
 
-# The TensorFlow-free CUDA test harness (run it on any GPU machine: build/cuda_harness;
-# its CPU reference is built without -march=native, so the binary travels).
+# The TensorFlow-free CUDA test harness (run it on any GPU machine: build/cuda_harness,
+# or custom_ops/local_relation/harness/gpu_check.sh for the whole GPU check; its CPU
+# reference is built without -march=native, so the binary travels).
 HARNESS := custom_ops/local_relation/harness
-cuda-harness:
+KERNEL_SOURCES := $(wildcard custom_ops/local_relation/*.h custom_ops/local_relation/*.cu \
+                    $(HARNESS)/*.h $(HARNESS)/*.cc $(HARNESS)/*.cu)
+cuda-harness: build/cuda_harness
+build/cuda_harness: $(KERNEL_SOURCES)
 	mkdir -p build
 	g++ -O3 -fno-trapping-math -std=c++17 -Icustom_ops/local_relation \
 	    -c $(HARNESS)/cpu_reference.cc -o build/cpu_reference.o
 	nvcc -O3 -std=c++17 -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90,code=sm_90 \
 	    -Icustom_ops/local_relation $(HARNESS)/local_relation_harness.cu \
-	    custom_ops/local_relation/local_relation_kernels.cu build/cpu_reference.o -o build/cuda_harness
+	    custom_ops/local_relation/local_relation_kernels.cu build/cpu_reference.o -o $@
 
 # The same harness and CUDA kernel source compiled by g++ for the CPU
 # ($(HARNESS)/cuda_emulation.h), so the kernels' logic is checked without a GPU:
 # build/cuda_emulation --cases N (needs the CUDA headers, not a GPU).
 CUDA_HOME ?= /usr/local/cuda
-cuda-emulation:
+cuda-emulation: build/cuda_emulation
+build/cuda_emulation: $(KERNEL_SOURCES)
 	mkdir -p build
 	g++ -O2 -fno-trapping-math -std=c++17 -Icustom_ops/local_relation \
 	    -c $(HARNESS)/cpu_reference.cc -o build/cpu_reference_emulation.o
 	g++ -O2 -std=c++17 -DKERAS_RELNET_CUDA_EMULATION -Icustom_ops/local_relation -I$(CUDA_HOME)/include \
 	    -x c++ $(HARNESS)/local_relation_harness.cu custom_ops/local_relation/local_relation_kernels.cu \
-	    -x none build/cpu_reference_emulation.o -o build/cuda_emulation
+	    -x none build/cpu_reference_emulation.o -o $@
 
 $(INSTALLED): setup.py requirements.txt constraints.txt $(wildcard custom_ops/*.py custom_ops/local_relation/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

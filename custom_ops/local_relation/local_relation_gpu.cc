@@ -17,25 +17,10 @@ using ::tensorflow::OpKernelConstruction;
 using ::tensorflow::OpKernelContext;
 using ::tensorflow::Tensor;
 
-template <typename T>
-StorageType StorageOf();
-template <>
-StorageType StorageOf<float>() { return StorageType::kFloat32; }
-template <>
-StorageType StorageOf<Eigen::half>() { return StorageType::kFloat16; }
-template <>
-StorageType StorageOf<Eigen::bfloat16>() { return StorageType::kBFloat16; }
-
 void* StreamOf(OpKernelContext* context) {
   return const_cast<void*>(
       static_cast<const void*>(context->eigen_device<Eigen::GpuDevice>().stream()));
 }
-
-#define CHECK_SUPPORTED(context, g)                                                        \
-  do {                                                                                     \
-    const char* reason = CudaUnsupportedReason(g);                                         \
-    OP_REQUIRES(context, reason == nullptr, ::tensorflow::errors::Unimplemented(reason)); \
-  } while (0)
 
 #define CHECK_LAUNCH(context, error)                                                      \
   OP_REQUIRES(context, (error) == 0,                                                     \
@@ -50,7 +35,7 @@ class LocalRelationGpu : public OpKernel {
   void Compute(OpKernelContext* context) override {
     Geometry g;
     OP_REQUIRES_OK(context, CheckedGeometry(context, attrs_, &g));
-    CHECK_SUPPORTED(context, g);
+    OP_REQUIRES_OK(context, CheckSupported(KernelDevice::kCuda, StorageOf<T>(), g));
     Tensor *output = nullptr, *lse = nullptr;
     OP_REQUIRES_OK(context, AllocateForwardOutputs(context, g, &output, &lse));
     if (output->NumElements() == 0) return;
@@ -75,7 +60,7 @@ class LocalRelationGradGpu : public OpKernel {
     Geometry g;
     OP_REQUIRES_OK(context, CheckedGeometry(context, attrs_, &g));
     OP_REQUIRES_OK(context, CheckGradInputs(context, g));
-    CHECK_SUPPORTED(context, g);
+    OP_REQUIRES_OK(context, CheckSupported(KernelDevice::kCuda, StorageOf<T>(), g));
     Tensor *d_query = nullptr, *d_key = nullptr, *d_value = nullptr, *d_prior = nullptr;
     OP_REQUIRES_OK(context, AllocateGradOutputs(context, &d_query, &d_key, &d_value, &d_prior));
     Tensor dot;

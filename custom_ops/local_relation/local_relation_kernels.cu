@@ -40,9 +40,8 @@
 namespace keras_relnet {
 namespace {
 
-constexpr int kWarp = 32;
+constexpr int kWarp = kCudaWarp;
 constexpr int kWarpsPerBlock = 8;
-constexpr int kSharedLimit = 48 * 1024;
 
 #if defined(KERAS_RELNET_CUDA_EMULATION)
 using emulation::DynamicShared;
@@ -95,7 +94,7 @@ __global__ void ForwardKernel(Geometry g, Tile tile, const T* __restrict__ query
   const int tile_index = blockIdx.x % (tiles_h * tiles_w);
   const int i0 = (tile_index / tiles_w) * tile.size, j0 = (tile_index % tiles_w) * tile.size;
   const int c0 = blockIdx.y * kWarp;
-  const int m = g.group_size, chunk_groups = (kWarp + m - 1) / m;
+  const int m = g.group_size, chunk_groups = CudaChunkGroups(m);
   const int y0 = tile.Origin(g, i0), x0 = tile.Origin(g, j0);
   const int span_pixels = tile.span * tile.span;
   float* value_tile = shared;                               // [span^2, 32]
@@ -165,7 +164,7 @@ __global__ void BackwardOutputKernel(Geometry g, const T* __restrict__ query,
                                      T* __restrict__ d_query, float* __restrict__ dot,
                                      float* __restrict__ d_prior) {
   float* d_prior_tile = DynamicShared();  // [k*k, chunk_groups]
-  const int m = g.group_size, chunk_groups = (kWarp + m - 1) / m;
+  const int m = g.group_size, chunk_groups = CudaChunkGroups(m);
   const int c0 = blockIdx.y * kWarp;
   for (int index = threadIdx.x; index < g.num_cells() * chunk_groups; index += blockDim.x)
     d_prior_tile[index] = 0.f;
@@ -257,10 +256,10 @@ __global__ void BackwardInputKernel(Geometry g, const T* __restrict__ query,
 
 // The largest tile whose staged input fits in shared memory, or 0.
 Tile ChooseTile(const Geometry& g) {
-  const int chunk_groups = (kWarp + g.group_size - 1) / g.group_size;
+  const int chunk_groups = CudaChunkGroups(g.group_size);
   for (int size : {8, 4, 2, 1}) {
     const int span = (size - 1) * g.strides + (g.kernel_size - 1) * g.dilation + 1;
-    if (static_cast<int64_t>(span) * span * (kWarp + chunk_groups) * 4 <= kSharedLimit)
+    if (static_cast<int64_t>(span) * span * (kWarp + chunk_groups) * 4 <= kCudaSharedMemoryBytes)
       return Tile{size, span};
   }
   return Tile{8, 0};
@@ -282,7 +281,7 @@ int Forward(const Geometry& g, const T* query, const T* key, const T* value, con
   const int64_t tiles = g.batch * ((g.out_height + tile.size - 1) / tile.size) *
                         ((g.out_width + tile.size - 1) / tile.size);
   const dim3 grid(static_cast<unsigned>(tiles), (g.channels + kWarp - 1) / kWarp);
-  const int chunk_groups = (kWarp + g.group_size - 1) / g.group_size;
+  const int chunk_groups = CudaChunkGroups(g.group_size);
   const size_t shared = tile.span ? static_cast<size_t>(tile.span) * tile.span *
                                         (kWarp + chunk_groups) * sizeof(float)
                                   : 0;
@@ -309,14 +308,13 @@ int Backward(const Geometry& g, const T* query, const T* key, const T* value, co
       cudaMemsetAsync(d_prior, 0, sizeof(float) * g.groups * g.num_cells(), stream);
   if (zeroed != cudaSuccess || g.batch == 0) return static_cast<int>(zeroed);
   const unsigned chunks = (g.channels + kWarp - 1) / kWarp;
-  const int chunk_groups = (kWarp + g.group_size - 1) / g.group_size;
   const int64_t out_pixels = g.batch * g.out_height * g.out_width;
   const int64_t in_pixels = g.batch * g.height * g.width;
   const dim3 out_grid(static_cast<unsigned>((out_pixels + kWarpsPerBlock - 1) / kWarpsPerBlock),
                       chunks);
   const dim3 in_grid(static_cast<unsigned>((in_pixels + kWarpsPerBlock - 1) / kWarpsPerBlock),
                      chunks);
-  const size_t shared = sizeof(float) * g.num_cells() * chunk_groups;
+  const size_t shared = CudaPriorTileBytes(g.kernel_size, g.group_size);
   WithComposability(g.composability, [&](auto composability) {
     constexpr int kComposability = decltype(composability)::value;
     KERAS_RELNET_LAUNCH(out_grid, kWarp * kWarpsPerBlock, shared, stream,
@@ -331,16 +329,11 @@ int Backward(const Geometry& g, const T* query, const T* key, const T* value, co
 
 }  // namespace
 
-const char* CudaUnsupportedReason(const Geometry& g) {
-  if (kWarp % g.group_size) return "the CUDA kernels need channels_per_group dividing 32";
-  if (sizeof(float) * g.num_cells() * ((kWarp + g.group_size - 1) / g.group_size) > kSharedLimit)
-    return "the CUDA kernels need kernel_size**2 * 32 / channels_per_group <= 12288";
-  return nullptr;
-}
-
 int LaunchLocalRelationForward(const Geometry& g, StorageType type, const void* query,
                                const void* key, const void* value, const float* prior,
                                void* output, float* log_sum_exp, void* stream) {
+  if (UnsupportedReason(KernelDevice::kCuda, type, g.kernel_size, g.group_size))
+    return kLaunchUnsupported;
   auto* s = static_cast<cudaStream_t>(stream);
   switch (type) {
     case StorageType::kFloat16:
@@ -364,6 +357,8 @@ int LaunchLocalRelationBackward(const Geometry& g, StorageType type, const void*
                                 const void* output, const float* log_sum_exp,
                                 const void* d_output, void* d_query, void* d_key, void* d_value,
                                 float* d_prior, float* dot, void* stream) {
+  if (UnsupportedReason(KernelDevice::kCuda, type, g.kernel_size, g.group_size))
+    return kLaunchUnsupported;
   auto* s = static_cast<cudaStream_t>(stream);
   switch (type) {
     case StorageType::kFloat16: {

@@ -5,23 +5,23 @@
 #define KERAS_RELNET_LOCAL_RELATION_KERNELS_H_
 
 #include "local_relation_core.h"
+#include "local_relation_support.h"
 
 namespace keras_relnet {
 
-// Storage type of query, key, value, output and their gradients; arithmetic
-// is float32 in every case. prior, log_sum_exp and d_prior are float32.
-enum class StorageType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+// What the launchers return, instead of a cudaError_t, for a call that
+// UnsupportedReason(KernelDevice::kCuda, ...) rejects; they launch nothing.
+constexpr int kLaunchUnsupported = -1;
 
-// Whether the CUDA kernels handle this call; else a message for the caller.
-const char* CudaUnsupportedReason(const Geometry& g);
-
-// output [B, Ho, Wo, C] and log_sum_exp [B, Ho, Wo, G]. Returns a cudaError_t.
+// output [B, Ho, Wo, C] and log_sum_exp [B, Ho, Wo, G]. Returns a cudaError_t
+// or kLaunchUnsupported.
 int LaunchLocalRelationForward(const Geometry& g, StorageType type, const void* query,
                                const void* key, const void* value, const float* prior,
                                void* output, float* log_sum_exp, void* stream);
 
 // d_query, d_key, d_value (storage type) and d_prior [G, k, k] (zeroed here);
-// dot is a float workspace of B*Ho*Wo*G. Returns a cudaError_t.
+// dot is a float workspace of B*Ho*Wo*G. Returns a cudaError_t or
+// kLaunchUnsupported.
 int LaunchLocalRelationBackward(const Geometry& g, StorageType type, const void* query,
                                 const void* key, const void* value, const float* prior,
                                 const void* output, const float* log_sum_exp,

@@ -3,11 +3,18 @@
 //   KerasRelnetLocalRelation(query, key, value, prior) -> (output, log_sum_exp)
 //   KerasRelnetLocalRelationGrad(query, key, value, prior, output, log_sum_exp,
 //                                d_output) -> (d_query, d_key, d_value, d_prior)
-//   KerasRelnetLocalRelationBuildInfo() -> "cpu" or "cpu,cuda"
 //
 // query [B, Ho, Wo, G], key [B, H, W, G], value [B, H, W, C], prior [G, k, k]
 // (float32), Ho = ceil(H / strides); T is float, half or bfloat16 (computed in
-// float32). The math is in local_relation_core.h / local_relation_cpu.h.
+// float32). The math is in local_relation_core.h / local_relation_cpu.h, what
+// the kernels support in local_relation_support.h.
+//
+// Two C functions, for callers that must not run a TensorFlow op (the Python
+// gate reads them with ctypes while a graph is being traced):
+//   KerasRelnetLocalRelationDevices() -> "cpu" or "cpu,cuda"
+//   KerasRelnetLocalRelationUnsupported(device, dtype, kernel_size, group_size)
+//       -> why the kernels of device ("cpu" or "cuda") cannot run such a call
+//          with dtype ("float32", "float16", "bfloat16", ...), or NULL
 #include <algorithm>
 #include <limits>
 #include <string>
@@ -127,14 +134,6 @@ REGISTER_OP("KerasRelnetLocalRelationGrad")
     .SetShapeFn(GradShape)
     .Doc("Gradients of KerasRelnetLocalRelation (weights recomputed from log_sum_exp).");
 
-REGISTER_OP("KerasRelnetLocalRelationBuildInfo")
-    .Output("devices: string")
-    .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->Scalar());
-      return Status();
-    })
-    .Doc("The devices this library has kernels for: 'cpu' or 'cpu,cuda'.");
-
 RelationAttrs::RelationAttrs(OpKernelConstruction* context) {
   OP_REQUIRES_OK(context, context->GetAttr("strides", &strides));
   OP_REQUIRES_OK(context, context->GetAttr("dilation_rate", &dilation));
@@ -227,6 +226,13 @@ Status AllocateGradOutputs(OpKernelContext* context, Tensor** d_query, Tensor** 
   return Status();
 }
 
+Status CheckSupported(KernelDevice device, StorageType type, const Geometry& g) {
+  const char* reason = UnsupportedReason(device, type, g.kernel_size, g.group_size);
+  if (reason == nullptr) return Status();
+  return ::tensorflow::errors::Unimplemented(reason, "; received kernel_size ", g.kernel_size,
+                                             ", channels_per_group ", g.group_size);
+}
+
 Status CheckGradInputs(OpKernelContext* context, const Geometry& g) {
   const TensorShape output({g.batch, g.out_height, g.out_width, g.channels});
   TF_RETURN_IF_ERROR(CheckShape("output", context->input(4), output));
@@ -252,6 +258,7 @@ class LocalRelationCpu : public OpKernel {
   void Compute(OpKernelContext* context) override {
     Geometry g;
     OP_REQUIRES_OK(context, CheckedGeometry(context, attrs_, &g));
+    OP_REQUIRES_OK(context, CheckSupported(KernelDevice::kCpu, StorageOf<T>(), g));
     Tensor *output = nullptr, *lse = nullptr;
     OP_REQUIRES_OK(context, AllocateForwardOutputs(context, g, &output, &lse));
     if (output->NumElements() == 0) return;
@@ -284,6 +291,7 @@ class LocalRelationGradCpu : public OpKernel {
     Geometry g;
     OP_REQUIRES_OK(context, CheckedGeometry(context, attrs_, &g));
     OP_REQUIRES_OK(context, CheckGradInputs(context, g));
+    OP_REQUIRES_OK(context, CheckSupported(KernelDevice::kCpu, StorageOf<T>(), g));
     Tensor *d_query = nullptr, *d_key = nullptr, *d_value = nullptr, *d_prior = nullptr;
     OP_REQUIRES_OK(context, AllocateGradOutputs(context, &d_query, &d_key, &d_value, &d_prior));
     const int padded = PaddedGroups(g);
@@ -432,17 +440,6 @@ class LocalRelationGradCpu : public OpKernel {
   RelationAttrs attrs_;
 };
 
-class BuildInfo : public OpKernel {
- public:
-  explicit BuildInfo(OpKernelConstruction* context) : OpKernel(context) {}
-
-  void Compute(OpKernelContext* context) override {
-    Tensor* devices = nullptr;
-    OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({}), &devices));
-    devices->scalar<::tensorflow::tstring>()() = kBuiltWithCuda ? "cpu,cuda" : "cpu";
-  }
-};
-
 }  // namespace
 
 KERAS_RELNET_REGISTER_RELATION_KERNELS(DEVICE_CPU, float, LocalRelationCpu, LocalRelationGradCpu);
@@ -451,6 +448,30 @@ KERAS_RELNET_REGISTER_RELATION_KERNELS(DEVICE_CPU, Eigen::half, LocalRelationCpu
 KERAS_RELNET_REGISTER_RELATION_KERNELS(DEVICE_CPU, Eigen::bfloat16, LocalRelationCpu,
                                        LocalRelationGradCpu);
 
-REGISTER_KERNEL_BUILDER(Name("KerasRelnetLocalRelationBuildInfo").Device(DEVICE_CPU), BuildInfo);
-
 }  // namespace keras_relnet
+
+extern "C" {
+
+__attribute__((visibility("default"))) const char* KerasRelnetLocalRelationDevices() {
+  return keras_relnet::kBuiltWithCuda ? "cpu,cuda" : "cpu";
+}
+
+__attribute__((visibility("default"))) const char* KerasRelnetLocalRelationUnsupported(
+    const char* device, const char* dtype, int kernel_size, int group_size) {
+  using keras_relnet::KernelDevice;
+  using keras_relnet::StorageType;
+  const std::string device_name = device, dtype_name = dtype;
+  if (device_name != "cpu" && device_name != "cuda") return "there are no kernels for this device";
+  if (device_name == "cuda" && !keras_relnet::kBuiltWithCuda)
+    return "the library was built without CUDA (no nvcc at build time)";
+  // Not a storage type: UnsupportedReason says which ones are.
+  StorageType type = static_cast<StorageType>(-1);
+  if (dtype_name == "float32") type = StorageType::kFloat32;
+  if (dtype_name == "float16") type = StorageType::kFloat16;
+  if (dtype_name == "bfloat16") type = StorageType::kBFloat16;
+  return keras_relnet::UnsupportedReason(
+      device_name == "cuda" ? KernelDevice::kCuda : KernelDevice::kCpu, type, kernel_size,
+      group_size);
+}
+
+}  // extern "C"

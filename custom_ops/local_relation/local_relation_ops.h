@@ -4,6 +4,7 @@
 #define KERAS_RELNET_LOCAL_RELATION_OPS_H_
 
 #include "local_relation_core.h"
+#include "local_relation_support.h"
 #include "tensorflow/core/framework/op_kernel.h"
 
 namespace keras_relnet {
@@ -22,6 +23,19 @@ struct RelationAttrs {
   int composability = kSquaredDifference;
   float scale = 1.f;
 };
+
+template <typename T>
+StorageType StorageOf();
+template <>
+inline StorageType StorageOf<float>() { return StorageType::kFloat32; }
+template <>
+inline StorageType StorageOf<Eigen::half>() { return StorageType::kFloat16; }
+template <>
+inline StorageType StorageOf<Eigen::bfloat16>() { return StorageType::kBFloat16; }
+
+// Unimplemented with the reason when UnsupportedReason (local_relation_support.h)
+// rejects the call on `device`.
+::tensorflow::Status CheckSupported(KernelDevice device, StorageType type, const Geometry& g);
 
 // Checks inputs 0-3 (query, key, value, prior) and describes the call.
 ::tensorflow::Status CheckedGeometry(::tensorflow::OpKernelContext* context,

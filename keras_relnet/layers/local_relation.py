@@ -2,10 +2,9 @@
 
 import keras
 
-from keras_relnet.ops import checks
+from keras_relnet.ops import checks, local_relation_dispatch
 from keras_relnet.ops.local_relation import (
     COMPOSABILITIES,
-    IMPLEMENTATIONS,
     STRIDES,
     local_relation_2d,
     output_size,
@@ -44,8 +43,11 @@ class LocalRelation2D(keras.layers.Layer):
         geometry_hidden_units: hidden width h of the prior MLP
             (None: `max(G, 8)`).
         scale: multiplier of the appearance term in the logits.
-        implementation: "reference", "xla" or "auto"; see
-            `keras_relnet.ops.explain`.
+        implementation: "auto" (default), "reference", "xla" or "custom"
+            (the compiled kernel); `print(keras_relnet.ops.explain())` gives
+            the policy of "auto" per device. With "custom" the layer's
+            `supports_jit` is False, so Keras' `jit_compile="auto"` leaves
+            the train step uncompiled and the kernel runs.
         kernel_initializer: initializer of the query, key and value kernels.
         kernel_regularizer: regularizer of the query, key and value kernels.
         geometry_initializer: initializer of the prior MLP kernels.
@@ -104,8 +106,9 @@ class LocalRelation2D(keras.layers.Layer):
         )
         self.scale = float(scale)
         self.implementation = checks.check_choice(
-            "implementation", implementation, IMPLEMENTATIONS
+            "implementation", implementation, local_relation_dispatch.IMPLEMENTATIONS
         )
+        self.supports_jit = local_relation_dispatch.supports_jit(self.implementation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.geometry_initializer = keras.initializers.get(geometry_initializer)

@@ -2,14 +2,16 @@
 
 from keras_relnet.ops.local_relation import (
     COMPOSABILITIES,
-    IMPLEMENTATIONS,
     compose,
-    explain,
     geometry_prior,
     local_relation,
     local_relation_2d,
     local_relation_flops,
     output_size,
-    resolve_implementation,
     window_offsets,
+)
+from keras_relnet.ops.local_relation_dispatch import (
+    IMPLEMENTATIONS,
+    explain,
+    resolve_implementation,
 )

@@ -12,8 +12,8 @@ r = k // 2, s = strides, d = dilation_rate:
     w      = softmax over the k*k cells of L
     y[i, j, g*m + t] = sum_cells w * value[cell, g*m + t]
 
-The formula is written once, per window cell (`_cell_logits`,
-`_cell_weighted_value`, ...). Two drivers run it over the k*k cells:
+The formula is written once, per window cell (`_Grid.cell_logits`,
+`cell_weighted_value`, ...). Two drivers run it over the k*k cells:
 
 - "reference": a `tf.while_loop`, so the TF executor holds one cell's
   temporaries at a time and the graph stays small in deep models;
@@ -27,24 +27,24 @@ training memory is O(|x| + |logits|).
 A third implementation, "custom", is the compiled fused kernel
 (`custom_ops/local_relation/`, loaded by `ops.local_relation_kernel`): the
 whole window of a pixel at once, keeping only a per-(pixel, group)
-log-sum-exp for the backward pass; it is tested against this file.
+log-sum-exp for the backward pass; it is tested against this file. Which
+one runs is decided in `ops.local_relation_dispatch`.
 """
 
 import functools
-import warnings
 from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
-from keras_relnet.ops import checks, local_relation_kernel
+from keras_relnet.ops import checks, local_relation_kernel, placement
+from keras_relnet.ops.local_relation_dispatch import IMPLEMENTATIONS, resolve_implementation
 from keras_relnet.ops.portable import portable_graphs_requested
 from keras_relnet.ops.precision import compute_dtype
 
 COMPOSABILITIES = ("squared_difference", "dot", "abs_difference")
 # Exported graphs put off-image cells this far below the centre cell's logit.
 _OFF_IMAGE_GAP = 30.0
-IMPLEMENTATIONS = ("reference", "xla", "custom", "auto")
 STRIDES = (1, 2)
 
 # StridedSlice masks that keep the whole batch (axis 0) and channel (axis 3) axes.
@@ -216,7 +216,8 @@ def local_relation(
         composability: one of `COMPOSABILITIES`.
         scale: multiplier of the appearance term.
         implementation: "reference", "xla", "custom" (the compiled kernel)
-            or "auto" (see `explain`).
+            or "auto" (`ops.local_relation_dispatch` holds the policy;
+            `ops.explain()` says what runs and why).
 
     Returns:
         `[B, Ho, Wo, C]`.
@@ -235,7 +236,7 @@ def local_relation(
     if portable_graphs_requested():  # exporting: plain ops only, no XLA, no custom kernel
         return _portable_relation(window)(query, key, value, geometry_prior)
     name, _ = resolve_implementation(implementation, value.dtype,
-                                     value.shape[-1] // key.shape[-1])
+                                     value.shape[-1] // key.shape[-1], window.kernel_size)
     if name == "custom":
         return local_relation_kernel.fused_local_relation(
             query, key, value, geometry_prior, window.strides, window.dilation_rate,
@@ -246,7 +247,7 @@ def local_relation(
         # XLA cannot slice at a loop-dependent offset: inside a jit-compiled
         # graph (e.g. `model.compile(jit_compile=True)`) the reference formula
         # runs with the static driver, which XLA compiles.
-        relation = _relation(window, unrolled=_in_xla_context())
+        relation = _relation(window, unrolled=placement.in_xla_context())
     return relation(query, key, value, geometry_prior)
 
 
@@ -356,77 +357,6 @@ def local_relation_flops(
     return projections + logits + aggregation + prior
 
 
-def resolve_implementation(implementation, dtype=tf.float32, channels_per_group=None):
-    """Chooses the implementation that runs, and says why.
-
-    "auto" picks "custom" (the compiled kernel) when it is built and supports
-    the call (dtype, device and, on GPU, `channels_per_group`); otherwise
-    "xla" when a GPU is visible (the unrolled window fuses into a few
-    kernels) and "reference" on CPU, where the benchmark
-    (`benchmarks/local_relation.py`) measures XLA's single-threaded loops as
-    slower than TF's multi-threaded kernels. Inside an XLA-compiled function
-    (`jit_compile=True`), where a custom kernel cannot run, it picks the
-    reference formula (which XLA compiles). A missing kernel makes "auto"
-    warn once and "custom" raise.
-
-    Args:
-        implementation: "reference", "xla", "custom" or "auto".
-        dtype: dtype of the values.
-        channels_per_group: m, when known.
-
-    Returns:
-        `(name, reason)`: the implementation that runs and a sentence why.
-
-    Example:
-    >>> resolve_implementation("reference")
-    ('reference', 'requested explicitly')
-    """
-    checks.check_choice("implementation", implementation, IMPLEMENTATIONS)
-    on_gpu = bool(tf.config.list_logical_devices("GPU"))
-    unsupported = local_relation_kernel.unsupported_reason(dtype, channels_per_group, on_gpu)
-    if implementation == "custom":
-        if unsupported is None and _in_xla_context():
-            unsupported = "a custom kernel cannot run inside an XLA-compiled function"
-        if unsupported is not None:
-            raise ValueError(f"implementation='custom' cannot run this call: {unsupported}.")
-        return "custom", "requested explicitly"
-    if implementation != "auto":
-        return implementation, "requested explicitly"
-    if _in_xla_context():
-        return "reference", "auto: inside an XLA-compiled function, XLA compiles the reference"
-    if unsupported is None:
-        device = "GPU" if on_gpu else "CPU"
-        return "custom", f"auto: the compiled kernel supports this call on {device}"
-    if local_relation_kernel.library()[0] is None:
-        _warn_missing_kernel(unsupported)
-    if on_gpu:
-        return "xla", f"auto: {unsupported}; a GPU is visible, XLA fuses the window loop"
-    return "reference", f"auto: {unsupported}; on CPU TF's threaded kernels beat XLA's loops"
-
-
-@functools.lru_cache(maxsize=None)
-def _warn_missing_kernel(reason):
-    warnings.warn(f"keras_relnet: the compiled local relation kernel is unavailable ({reason}); "
-                  "implementation='auto' uses the slower reference/xla path.", stacklevel=3)
-
-
-def explain(implementation="auto", dtype=tf.float32, channels_per_group=None):
-    """A one-line account of which local relation implementation runs.
-
-    Args:
-        implementation, dtype, channels_per_group: as in `resolve_implementation`.
-
-    Returns:
-        A string such as `"custom (auto: the compiled kernel supports ...)"`.
-
-    Example:
-    >>> explain("xla")
-    'xla (requested explicitly)'
-    """
-    name, reason = resolve_implementation(implementation, dtype, channels_per_group)
-    return f"{name} ({reason})"
-
-
 def _validated_window(
     query, key, value, prior, strides, dilation_rate, composability, scale
 ):
@@ -492,15 +422,6 @@ def _check_same_dims(name, shape, other_name, other_shape, axes):
                 f"`{name}` shape {shape} does not match {other_name} shape "
                 f"{other_shape} on axis {axis}."
             )
-
-
-def _in_xla_context():
-    """Whether ops created now will be compiled by XLA."""
-    try:
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # the helper moved: assume no XLA context
-        return False
-    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def _dims(tensor):

@@ -1,22 +1,23 @@
 """The compiled local relation kernels (`custom_ops/local_relation/`): loader,
-gradient and call.
+support gate, gradient and call.
 
 `make ops` (or the package install) builds `_local_relation_ops.so` next to
-this file. `library()` loads it once; `kernel_status()` says whether it
-loaded, for which devices, or why not. `local_relation` in
-`keras_relnet.ops.local_relation` dispatches here for
-`implementation="custom"` (and for "auto" when the kernel supports the call).
+this file. `library()` loads it once. `unsupported_reason()` is the one gate
+that says whether the kernels of a device run a call: it asks the library's
+own table (`local_relation_support.h`, which the C++ and CUDA launchers
+check too) through two plain C functions, so it never runs a TensorFlow op
+and is safe while a graph is being traced.
 """
 
+import ctypes
 import functools
 import pathlib
 
 import tensorflow as tf
 
 LIBRARY_PATH = pathlib.Path(__file__).with_name("_local_relation_ops.so")
-DTYPES = (tf.float32, tf.float16, tf.bfloat16)
-# Channel sharing the CUDA kernels handle (a group's channels within one warp).
-CUDA_GROUP_SIZES = (1, 2, 4, 8, 16, 32)
+# TensorFlow device types and the library's names for their kernels.
+_KERNEL_DEVICES = {"CPU": "cpu", "GPU": "cuda"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -31,45 +32,76 @@ def library():
     if not LIBRARY_PATH.exists():
         return None, f"{LIBRARY_PATH.name} is not built (run `make ops`)"
     try:
-        return tf.load_op_library(str(LIBRARY_PATH)), None
-    except (tf.errors.NotFoundError, OSError) as error:
-        return None, f"{LIBRARY_PATH.name} did not load: {error}"
+        module = tf.load_op_library(str(LIBRARY_PATH))
+        _c_functions()  # after TensorFlow's loader, which registers the ops
+    except (tf.errors.NotFoundError, OSError, AttributeError) as error:
+        return None, f"{LIBRARY_PATH.name} did not load ({error}); rebuild it with `make ops`"
+    return module, None
 
 
 @functools.lru_cache(maxsize=None)
+def _c_functions():
+    """The library's C entry points `(devices, unsupported)` through ctypes."""
+    handle = ctypes.CDLL(str(LIBRARY_PATH))
+    devices = handle.KerasRelnetLocalRelationDevices
+    devices.argtypes, devices.restype = [], ctypes.c_char_p
+    unsupported = handle.KerasRelnetLocalRelationUnsupported
+    unsupported.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
+    unsupported.restype = ctypes.c_char_p
+    return devices, unsupported
+
+
 def built_devices():
-    """The device types the library has kernels for: `{"cpu"}` or `{"cpu", "cuda"}`
-    (empty when it is not loaded)."""
-    module, _ = library()
-    if module is None:
+    """The kernels' devices: `{"cpu"}` or `{"cpu", "cuda"}` (empty when the
+    library is not loaded).
+
+    Example:
+    >>> "cpu" in built_devices() or library()[0] is None
+    True
+    """
+    if library()[0] is None:
         return frozenset()
-    with tf.device("/cpu:0"):
-        return frozenset(module.keras_relnet_local_relation_build_info().numpy()
-                         .decode().split(","))
+    devices, _ = _c_functions()
+    return frozenset(devices().decode().split(","))
 
 
-def unsupported_reason(dtype, group_size=None, on_gpu=False):
-    """Why the compiled kernel cannot run a call, or None when it can.
+def unsupported_reason(device_type, dtype, kernel_size=None, channels_per_group=None):
+    """Why the compiled kernels of a device cannot run a call, or None when they can.
 
     Args:
+        device_type: the TensorFlow device type the op will be placed on
+            ("CPU", "GPU", ...).
         dtype: the dtype of the values.
-        group_size: channels per group, m (the CUDA kernels need m | 32).
-        on_gpu: whether the call runs on a GPU.
+        kernel_size: the window size k, when known.
+        channels_per_group: m, when known.
 
     Returns:
-        A phrase, or None.
+        A phrase naming the limit and what was received, or None. Limits of
+        an argument that is not given are not checked.
+
+    Example:
+    >>> unsupported_reason("CPU", "float64") is None
+    False
+    >>> unsupported_reason("CPU", "float32", 7, 8) in (None, library()[1])
+    True
     """
     module, reason = library()
     if module is None:
         return reason
-    if tf.as_dtype(dtype) not in DTYPES:
-        return f"the kernel supports float32/float16/bfloat16, not {tf.as_dtype(dtype).name}"
-    if on_gpu:
-        if "cuda" not in built_devices():
-            return "the library was built without CUDA (no nvcc at build time)"
-        if group_size is not None and group_size not in CUDA_GROUP_SIZES:
-            return f"the CUDA kernels need channels_per_group dividing 32, not {group_size}"
-    return None
+    if device_type not in _KERNEL_DEVICES:
+        return f"the compiled kernels run on CPU and GPU, not {device_type}"
+    dtype = tf.as_dtype(dtype).name
+    _, unsupported = _c_functions()
+    reason = unsupported(_KERNEL_DEVICES[device_type].encode(), dtype.encode(),
+                         1 if kernel_size is None else int(kernel_size),
+                         1 if channels_per_group is None else int(channels_per_group))
+    if reason is None:
+        return None
+    received = {"dtype": dtype, "kernel_size": kernel_size,
+                "channels_per_group": channels_per_group}
+    details = ", ".join(f"{name} {value}" for name, value in received.items()
+                        if value is not None)
+    return f"{reason.decode()}; received {details}"
 
 
 def fused_local_relation(query, key, value, prior, strides, dilation_rate, composability,
@@ -77,7 +109,8 @@ def fused_local_relation(query, key, value, prior, strides, dilation_rate, compo
     """`local_relation` through the compiled kernel (differentiable).
 
     Query and key are cast to the value dtype, the prior to float32; the
-    arguments have been validated by `local_relation`.
+    arguments have been validated by `local_relation` and the call by
+    `unsupported_reason`.
 
     Returns:
         `[B, Ho, Wo, C]` in the value dtype.

@@ -1,16 +1,17 @@
 // Standalone check of the CUDA local relation kernels, without TensorFlow.
 //
 // Runs the CUDA forward and backward kernels on random shapes (strides 1/2,
-// k in {3,5,7,9}, m in {1,4,8,16}, dilation 1/2, every composability, odd
-// sizes, B = 1..4) and compares them with the CPU kernels of
+// k in {1,3,5,7,9}, m in {1,2,4,8,16,32}, dilation 1/2, every composability,
+// odd sizes, B = 1..4) and compares them with the CPU kernels of
 // local_relation_cpu.h (themselves tested against the Python reference), then
-// times the kernels at the LR-Net-50 stage shapes (batch 8, k = 7, m = 8).
+// times the kernels at the LR-Net-50 stage shapes (batch 8 and 32, k = 7,
+// m = 8). harness/gpu_check.sh runs it on a GPU machine with
+// compute-sanitizer and PyTorch's depthwise convolution beside it.
 //
-//   g++ -O3 -march=native -fno-trapping-math -std=c++17 -I.. -c cpu_reference.cc
-//   nvcc -O3 -std=c++17 -gencode=arch=compute_90,code=sm_90 -I.. \
-//        local_relation_harness.cu ../local_relation_kernels.cu cpu_reference.o -o harness
-//   (or `make cuda-harness` at the repository root)
-//   ./harness [--cases N] [--seed S]
+//   make cuda-harness      (at the repository root: build/cuda_harness)
+//   build/cuda_harness [--cases N] [--seed S] [--no-benchmark]
+//   build/cuda_harness --support < calls   (lines "k m dtype strides": what the
+//                                           launchers accept, see SupportLine)
 //
 // Compiled by g++ with -DKERAS_RELNET_CUDA_EMULATION (`make cuda-emulation`),
 // the same harness and kernels run on the CPU under cuda_emulation.h: the
@@ -123,30 +124,32 @@ StorageType StorageOf<__half>() { return StorageType::kFloat16; }
 template <>
 StorageType StorageOf<__nv_bfloat16>() { return StorageType::kBFloat16; }
 
-// Runs forward + backward on the GPU in storage type T; returns float32 host results.
+// Runs forward + backward on the GPU in storage type T into `out` (float32 host
+// results). Returns 0, or what a launcher returned (kLaunchUnsupported for a
+// call that local_relation_support.h rejects).
 template <typename T>
-Tensors GpuRun(const Geometry& g, const Tensors& in) {
+int GpuRun(const Geometry& g, const Tensors& in, Tensors* out) {
   Buffer<T> query(in.query), key(in.key), value(in.value), d_output(in.d_output);
   Buffer<float> prior(in.prior);
   const size_t out_pixels = g.batch * g.out_height * g.out_width;
   Buffer<T> output(out_pixels * g.channels), d_query(in.query.size()), d_key(in.key.size()),
       d_value(in.value.size());
   Buffer<float> lse(out_pixels * g.groups), dot(out_pixels * g.groups), d_prior(in.prior.size());
-  CHECK_CUDA(static_cast<cudaError_t>(LaunchLocalRelationForward(
+  int status = LaunchLocalRelationForward(g, StorageOf<T>(), query.data, key.data, value.data,
+                                          prior.data, output.data, lse.data, nullptr);
+  if (status != 0) return status;
+  status = LaunchLocalRelationBackward(
       g, StorageOf<T>(), query.data, key.data, value.data, prior.data, output.data, lse.data,
-      nullptr)));
-  CHECK_CUDA(static_cast<cudaError_t>(LaunchLocalRelationBackward(
-      g, StorageOf<T>(), query.data, key.data, value.data, prior.data, output.data, lse.data,
-      d_output.data, d_query.data, d_key.data, d_value.data, d_prior.data, dot.data, nullptr)));
+      d_output.data, d_query.data, d_key.data, d_value.data, d_prior.data, dot.data, nullptr);
+  if (status != 0) return status;
   CHECK_CUDA(cudaDeviceSynchronize());
-  Tensors out;
-  out.output = output.Host();
-  out.lse = lse.Host();
-  out.d_query = d_query.Host();
-  out.d_key = d_key.Host();
-  out.d_value = d_value.Host();
-  out.d_prior = d_prior.Host();
-  return out;
+  out->output = output.Host();
+  out->lse = lse.Host();
+  out->d_query = d_query.Host();
+  out->d_key = d_key.Host();
+  out->d_value = d_value.Host();
+  out->d_prior = d_prior.Host();
+  return 0;
 }
 
 // Largest |a - b| over max(1, largest |b|): an error relative to the tensor's
@@ -189,11 +192,16 @@ Tensors RoundedTo(const Tensors& in) {
 // kernels on the same (rounded) inputs: what is left is the rounding of the
 // stored results, not of the inputs (which would flip the sign of
 // |q - k|'s derivative when q and k round together).
+// A call the launchers reject is an infinite error here (the random cases are
+// all supported).
 template <typename T>
 double ErrorAgainstCpu(const Geometry& g, const Tensors& inputs) {
-  Tensors reference = RoundedTo<T>(inputs);
+  Tensors reference = RoundedTo<T>(inputs), gpu;
   CpuReference(g, reference);
-  return WorstError(GpuRun<T>(g, reference), reference);
+  const int status = GpuRun<T>(g, reference, &gpu);
+  if (status == kLaunchUnsupported) return INFINITY;
+  CHECK_CUDA(static_cast<cudaError_t>(status));
+  return WorstError(gpu, reference);
 }
 
 Case RandomCase(std::mt19937& rng) {
@@ -205,58 +213,116 @@ Case RandomCase(std::mt19937& rng) {
   c.batch = std::uniform_int_distribution<int>(1, 4)(rng);
   c.height = std::uniform_int_distribution<int>(1, 17)(rng);
   c.width = std::uniform_int_distribution<int>(1, 17)(rng);
-  c.group_size = pick({1, 4, 8, 16});
-  c.channels = c.group_size * std::uniform_int_distribution<int>(1, 6)(rng);
-  c.kernel_size = pick({3, 5, 7, 9});
+  c.group_size = pick({1, 2, 4, 8, 16, 32});
+  c.channels = c.group_size * std::uniform_int_distribution<int>(1, c.group_size >= 16 ? 3 : 6)(rng);
+  c.kernel_size = pick({1, 3, 5, 7, 9});
   c.strides = pick({1, 2});
   c.dilation = pick({1, 1, 2});
   c.composability = pick({kSquaredDifference, kDot, kAbsDifference});
   return c;
 }
 
+// One line of --support: "kernel_size channels_per_group dtype strides".
+// Runs that call (B = 2, 9 x 7 input, two groups) through the launchers and
+// prints "ran <worst scaled error>" or "unsupported". The test of the Python
+// gate compares these answers with its own (tests/test_local_relation_gate.py).
+int SupportLine(const char* line) {
+  int kernel_size = 0, group_size = 0, strides = 0;
+  char dtype[32] = {0};
+  if (std::sscanf(line, "%d %d %31s %d", &kernel_size, &group_size, dtype, &strides) != 4) {
+    std::fprintf(stderr, "--support: cannot read '%s'\n", line);
+    return 2;
+  }
+  std::printf("%d %d %s %d: ", kernel_size, group_size, dtype, strides);
+  const Geometry g = MakeGeometry(2, 9, 7, 2 * group_size, 2, kernel_size, strides, 1,
+                                  kSquaredDifference, 0.7f);
+  std::mt19937 rng(kernel_size * 1000 + group_size);
+  const Tensors inputs = RandomInputs(g, rng);
+  Tensors reference, gpu;
+  int status;
+  if (!std::strcmp(dtype, "float32")) {
+    reference = RoundedTo<float>(inputs);
+    status = GpuRun<float>(g, reference, &gpu);
+  } else if (!std::strcmp(dtype, "float16")) {
+    reference = RoundedTo<__half>(inputs);
+    status = GpuRun<__half>(g, reference, &gpu);
+  } else if (!std::strcmp(dtype, "bfloat16")) {
+    reference = RoundedTo<__nv_bfloat16>(inputs);
+    status = GpuRun<__nv_bfloat16>(g, reference, &gpu);
+  } else {  // no storage type: the launchers must refuse before touching memory
+    status = LaunchLocalRelationForward(g, static_cast<StorageType>(-1), nullptr, nullptr,
+                                        nullptr, nullptr, nullptr, nullptr, nullptr);
+  }
+  if (status == kLaunchUnsupported) {
+    std::printf("unsupported\n");
+    return 0;
+  }
+  CHECK_CUDA(static_cast<cudaError_t>(status));
+  CpuReference(g, reference);
+  const double error = WorstError(gpu, reference);
+  const double tolerance = !std::strcmp(dtype, "float32") ? 1e-4
+                           : !std::strcmp(dtype, "float16") ? 1e-2 : 5e-2;
+  std::printf("ran %.2e\n", error);
+  return error <= tolerance ? 0 : 1;
+}
+
 #if !defined(KERAS_RELNET_CUDA_EMULATION)
+// Median of `repeats` timed runs of `step` (CUDA events), after one warm-up.
 float TimeMs(const std::function<void()>& step, int repeats) {
   cudaEvent_t start, stop;
   cudaEventCreate(&start);
   cudaEventCreate(&stop);
-  step();  // warm-up
-  cudaEventRecord(start);
-  for (int r = 0; r < repeats; ++r) step();
-  cudaEventRecord(stop);
-  CHECK_CUDA(cudaEventSynchronize(stop));
-  float ms = 0;
-  cudaEventElapsedTime(&ms, start, stop);
-  return ms / repeats;
+  step();
+  std::vector<float> times;
+  for (int r = 0; r < repeats; ++r) {
+    cudaEventRecord(start);
+    step();
+    cudaEventRecord(stop);
+    CHECK_CUDA(cudaEventSynchronize(stop));
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    times.push_back(ms);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::nth_element(times.begin(), times.begin() + repeats / 2, times.end());
+  return times[repeats / 2];
 }
 
+// Kernel times at the LR-Net-50 stage shapes (k = 7, m = 8, float32), one
+// "TIME shape batch fwd_ms fwd_bwd_ms" line each, for
+// harness/gpu_report.py to put beside PyTorch's depthwise convolution.
 void Benchmark() {
-  std::printf("\nLR-Net-50 stage shapes, batch 8, k = 7, m = 8 (float32, median-free mean of 20)\n");
-  std::printf("%12s %10s %12s %14s\n", "shape", "fwd ms", "fwd+bwd ms", "fwd GB/s (in+out)");
+  std::printf("\nLR-Net-50 stage shapes, k = 7, m = 8, float32, median of 30\n");
   const int shapes[][2] = {{56, 104}, {28, 200}, {14, 400}, {7, 800}};
   std::mt19937 rng(0);
-  for (const auto& shape : shapes) {
-    const Case c{8, shape[0], shape[0], shape[1], 8, 7, 1, 1, kSquaredDifference};
-    const Geometry g = GeometryOf(c);
-    Tensors t = RandomInputs(g, rng);
-    Buffer<float> query(t.query), key(t.key), value(t.value), prior(t.prior), d_output(t.d_output);
-    const size_t out_pixels = g.batch * g.out_height * g.out_width;
-    Buffer<float> output(out_pixels * g.channels), lse(out_pixels * g.groups),
-        dot(out_pixels * g.groups), d_query(t.query.size()), d_key(t.key.size()),
-        d_value(t.value.size()), d_prior(t.prior.size());
-    auto forward = [&] {
-      LaunchLocalRelationForward(g, StorageType::kFloat32, query.data, key.data, value.data,
-                                 prior.data, output.data, lse.data, nullptr);
-    };
-    auto forward_backward = [&] {
-      forward();
-      LaunchLocalRelationBackward(g, StorageType::kFloat32, query.data, key.data, value.data,
-                                  prior.data, output.data, lse.data, d_output.data, d_query.data,
-                                  d_key.data, d_value.data, d_prior.data, dot.data, nullptr);
-    };
-    const float forward_ms = TimeMs(forward, 20), step_ms = TimeMs(forward_backward, 20);
-    const double bytes = 2.0 * t.value.size() * sizeof(float);
-    std::printf("%5dx%dx%-4d %10.3f %12.3f %14.1f\n", shape[0], shape[0], shape[1], forward_ms,
-                step_ms, bytes / (forward_ms * 1e6));
+  for (int batch : {8, 32}) {
+    for (const auto& shape : shapes) {
+      const Case c{batch, shape[0], shape[0], shape[1], 8, 7, 1, 1, kSquaredDifference};
+      const Geometry g = GeometryOf(c);
+      Tensors t = RandomInputs(g, rng);
+      Buffer<float> query(t.query), key(t.key), value(t.value), prior(t.prior),
+          d_output(t.d_output);
+      const size_t out_pixels = g.batch * g.out_height * g.out_width;
+      Buffer<float> output(out_pixels * g.channels), lse(out_pixels * g.groups),
+          dot(out_pixels * g.groups), d_query(t.query.size()), d_key(t.key.size()),
+          d_value(t.value.size()), d_prior(t.prior.size());
+      auto forward = [&] {
+        CHECK_CUDA(static_cast<cudaError_t>(LaunchLocalRelationForward(
+            g, StorageType::kFloat32, query.data, key.data, value.data, prior.data, output.data,
+            lse.data, nullptr)));
+      };
+      auto forward_backward = [&] {
+        forward();
+        CHECK_CUDA(static_cast<cudaError_t>(LaunchLocalRelationBackward(
+            g, StorageType::kFloat32, query.data, key.data, value.data, prior.data, output.data,
+            lse.data, d_output.data, d_query.data, d_key.data, d_value.data, d_prior.data,
+            dot.data, nullptr)));
+      };
+      const float forward_ms = TimeMs(forward, 30), step_ms = TimeMs(forward_backward, 30);
+      std::printf("TIME %dx%dx%d %d %.4f %.4f\n", shape[0], shape[0], shape[1], batch,
+                  forward_ms, step_ms);
+    }
   }
 }
 #endif
@@ -266,12 +332,30 @@ void Benchmark() {
 int main(int argc, char** argv) {
   int cases = 200;
   unsigned seed = 0;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--cases")) cases = std::atoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--seed")) seed = std::atoi(argv[i + 1]);
+  bool benchmark = true, support = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--cases") && i + 1 < argc) cases = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--seed") && i + 1 < argc) seed = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--no-benchmark")) benchmark = false;
+    else if (!std::strcmp(argv[i], "--support")) support = true;
+    else {
+      std::fprintf(stderr, "usage: %s [--cases N] [--seed S] [--no-benchmark] [--support]\n",
+                   argv[0]);
+      return 2;
+    }
+  }
+  if (support) {  // one call per line of standard input
+    char line[256];
+    int worst = 0;
+    while (std::fgets(line, sizeof(line), stdin)) {
+      if (line[0] == '\n') continue;
+      worst = std::max(worst, SupportLine(line));
+    }
+    return worst;
   }
 #if defined(KERAS_RELNET_CUDA_EMULATION)
   std::printf("device: CPU emulation of the CUDA kernels (harness/cuda_emulation.h)\n");
+  (void)benchmark;
 #else
   cudaDeviceProp properties;
   CHECK_CUDA(cudaGetDeviceProperties(&properties, 0));
@@ -302,7 +386,7 @@ int main(int argc, char** argv) {
               "bfloat16 %.2e\n",
               cases, failures, worst32, worst16, worst_bf16);
 #if !defined(KERAS_RELNET_CUDA_EMULATION)
-  Benchmark();
+  if (benchmark) Benchmark();
 #endif
   return failures ? 1 : 0;
 }
