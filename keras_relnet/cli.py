@@ -1,7 +1,8 @@
 """The `keras-relnet` command line: one subcommand per task.
 
-    keras-relnet export --model lrnet26 --weights PATH --format tflite --output PATH
-    keras-relnet train-imagenet --model lrnet50 --data-dir DIR --model-dir DIR
+    keras-relnet export --model lrnet26 --weights PATH --output model.tflite
+    keras-relnet prepare-imagenet --source IMAGENET_DIR --output SHARD_DIR
+    keras-relnet train-imagenet --model lrnet50 --data-dir SHARD_DIR --model-dir DIR
     keras-relnet evaluate --model best.keras --data-dir DIR
 """
 
@@ -17,6 +18,7 @@ def main(argv=None):
         The exit code.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from keras_relnet.data import command as data_command
     from keras_relnet.export import command as export_command
     from keras_relnet.training import command as training_command
 
@@ -26,6 +28,10 @@ def main(argv=None):
         "export", help="export a model to SavedModel, TFLite or ONNX")
     export_command.add_arguments(export_parser)
     export_parser.set_defaults(run=export_command.run)
+    prepare_parser = commands.add_parser(
+        "prepare-imagenet", help="write TFRecord shards from ImageNet or image folders")
+    data_command.add_prepare_arguments(prepare_parser)
+    prepare_parser.set_defaults(run=data_command.run_prepare)
     train_parser = commands.add_parser(
         "train-imagenet", help="train a model on ImageNet shards with model.fit (resumable)")
     training_command.add_train_arguments(train_parser)

@@ -12,7 +12,7 @@ SMALL = ["--classes", "10", "--input-size", "32"]
 
 
 def test_export_package_model_with_weights(tmp_path, capsys):
-    model = build_model("lrnet26", classes=10, input_shape=(32, 32, 3))
+    model = build_model("lrnet26", classes=10, input_shape=(32, 32, 3), width_multiplier=0.25)
     rng = np.random.default_rng(0)
     for weight in model.weights:  # weights no fresh model has
         weight.assign(weight + rng.normal(size=weight.shape).astype("float32") * 0.05)
@@ -20,7 +20,7 @@ def test_export_package_model_with_weights(tmp_path, capsys):
     model.save_weights(weights)
     output = tmp_path / "lrnet26.tflite"
     assert main(["export", "--model", "lrnet26", "--weights", str(weights), *SMALL,
-                 "--format", "tflite", "--output", str(output)]) == 0
+                 "--width-multiplier", "0.25", "--output", str(output)]) == 0
     assert "wrote" in capsys.readouterr().out
     assert tflite_custom_operators(output) == []
     images = rng.uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
@@ -61,5 +61,41 @@ def test_existing_output_is_kept_without_overwrite(tmp_path, capsys):
     output.write_text("keep me")
     with pytest.raises(SystemExit):
         main(["export", "--model", "lrnet26", *SMALL, "--output", str(output)])
-    assert "overwrite" in capsys.readouterr().err
+    assert "--overwrite on the command line" in capsys.readouterr().err
     assert output.read_text() == "keep me"
+    inputs = keras.Input((8, 8, 3))
+    keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs)).save(tmp_path / "small.keras")
+    assert main(["export", "--model", str(tmp_path / "small.keras"), "--output", str(output),
+                 "--overwrite"]) == 0
+    assert tflite_custom_operators(output) == []
+
+
+def test_a_failed_check_leaves_nothing(tmp_path, capsys, monkeypatch):
+    from keras_relnet.export import command
+
+    def failing(path, inputs):
+        raise ValueError("the exported model did not run")
+
+    monkeypatch.setattr(command, "run_exported", failing)
+    inputs = keras.Input((8, 8, 3))
+    model_file = tmp_path / "small.keras"
+    keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs)).save(model_file)
+    for name in ("saved", "model.tflite"):  # a directory, then a file
+        with pytest.raises(SystemExit) as exit_info:
+            main(["export", "--model", str(model_file), "--output", str(tmp_path / name)])
+        assert exit_info.value.code == 2
+        assert "did not run" in capsys.readouterr().err
+    assert [path.name for path in tmp_path.iterdir()] == ["small.keras"]
+
+
+def test_weights_of_another_width_are_one_clear_error(tmp_path, capsys):
+    narrow = build_model("lrnet26", classes=10, input_shape=(32, 32, 3), width_multiplier=0.25)
+    narrow.save_weights(tmp_path / "narrow.weights.h5")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--model", "lrnet26", "--weights", str(tmp_path / "narrow.weights.h5"),
+              *SMALL, "--output", str(tmp_path / "model.tflite")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "do not fit this model" in error and "width_multiplier" in error
+    assert "could not be loaded" not in error
+    assert not (tmp_path / "model.tflite").exists()

@@ -168,3 +168,14 @@ def test_mirrored_strategy_matches_one_device():
     def stack():
         return keras.Sequential([GlobalContext(ratio=1 / 4), NonLocal2D(), SqueezeExcitation(1 / 4)])
     contract.assert_mirrored_matches_one_device(stack, (8, 5, 5, 8))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 6), (5, 1)])
+def test_non_local_sub_sampling_keeps_size_one_axes(size):
+    x = np.random.default_rng(11).normal(size=(2, *size, 8)).astype("float32")
+    layer = NonLocal2D(sub_sample=True)
+    outputs, weights = layer(x, return_attention_scores=True)
+    keys = max(size[0] // 2, 1) * max(size[1] // 2, 1)
+    assert outputs.shape == x.shape and weights.shape == (2, size[0] * size[1], keys)
+    assert np.isfinite(outputs.numpy()).all()
+    np.testing.assert_allclose(weights.numpy().sum(-1), 1.0, rtol=1e-5)

@@ -215,3 +215,46 @@ def test_mirrored_strategy_matches_one_device():
     data = (np.concatenate([s[0] for s in scenes]), np.concatenate([s[1] for s in scenes]),
             np.random.default_rng(0).normal(size=(4, 12, 8)).astype("float32"))
     assert_mirrored_fit_matches_one_device(build_model, data, np.arange(4) % 2)
+
+
+def test_a_non_finite_candidate_is_dropped_and_the_rest_is_exact():
+    scores, boxes, _, _ = crowded_scene(8)
+    features = np.random.default_rng(8).normal(size=(1, 12, 8)).astype("float32")
+    layer = small_layer(max_detections=20)
+    layer(scores, boxes, features)
+    randomise_weights(layer, 3, 0.2)
+    without = np.ones((1, 12), bool)
+    without[0, 3] = False
+    want = layer.detect(scores, boxes, features, roi_mask=without)
+    assert int(want["valid_detections"][0]) > 0
+    broken_boxes, broken_scores = boxes.copy(), scores.copy()
+    broken_boxes[0, 3, 1] = np.nan
+    broken_scores[0, 3] = np.nan  # a NaN score drops the RoI from that class: here all
+    for inputs in [(scores, broken_boxes), (broken_scores, boxes)]:
+        got = layer.detect(*inputs, features)
+        for key in want:
+            np.testing.assert_array_equal(got[key].numpy(), want[key].numpy(), err_msg=key)
+
+
+def test_no_rois_gives_no_detections():
+    layer = small_layer()
+    outputs = layer.detect(np.zeros((2, 0, 3), "float32"), np.zeros((2, 0, 4), "float32"),
+                           np.zeros((2, 0, 8), "float32"))
+    assert outputs["valid_detections"].numpy().tolist() == [0, 0]
+    assert outputs["nmsed_boxes"].shape == (2, 100, 4)
+
+
+@pytest.mark.parametrize("mask, message", [
+    (np.ones((1, 11), bool), "`scores` and `roi_mask` must have the same objects size"),
+    (np.ones((2, 12), bool), "`scores` and `roi_mask` must have the same batch size"),
+    (np.ones((1, 12), "float32"), "`roi_mask` must be a bool tensor"),
+])
+def test_calls_after_build_check_the_roi_mask(mask, message):
+    scores, boxes, _, _ = crowded_scene(9)
+    features = np.zeros((1, 12, 8), "float32")
+    layer = small_layer()
+    layer(scores, boxes, features)
+    with pytest.raises(ValueError, match=message):
+        layer(scores, boxes, features, roi_mask=mask)
+    with pytest.raises(ValueError, match="`scores` and `features` must have the same batch"):
+        layer(scores, boxes, np.zeros((2, 12, 8), "float32"))

@@ -1,6 +1,10 @@
 """Export to SavedModel, TFLite and ONNX: parity with Keras on real photos,
 builtin-only TFLite, quantisation, and clean failures."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -8,7 +12,13 @@ import tensorflow as tf
 
 from keras_relnet.applications import preprocess_input
 from keras_relnet.applications.registry import MODELS, build_model
-from keras_relnet.export import export, run_exported, tflite_custom_operators, tflite_operators
+from keras_relnet.export import (
+    export,
+    load_exported,
+    run_exported,
+    tflite_custom_operators,
+    tflite_operators,
+)
 from keras_relnet.layers import (
     DuplicateRemoval,
     GlobalContext,
@@ -24,8 +34,8 @@ from tests.sample_photos import sample_photos
 from tests.trained_digits import trained_digits_model
 
 FORMATS = {"saved_model": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
-# The default run exports one model of each block family; the rest are slow.
-FAST_APPLICATIONS = ("lrnet26", "gc_resnet50")
+# The default run exports LR-Net-26 (the context blocks are in every_image_layer_model); the rest are slow.
+FAST_APPLICATIONS = ("lrnet26",)
 APPLICATION_IMAGE_SIZE = 64  # every stage stays > 1 pixel; conversion time is size-free
 
 
@@ -86,10 +96,11 @@ def test_application_exports_match_keras_on_photos(name, tmp_path):
     assert stored < 1.05 * 4 * model.count_params()
 
 
-def object_relation_model(width=16):
+def object_relation_model(width=16, query_chunk_size=256):
     features = keras.Input((None, width), name="features")
     boxes = keras.Input((None, 4), name="boxes")
-    related = ObjectRelation(num_heads=4, residual=True)(features, boxes)
+    related = ObjectRelation(num_heads=4, residual=True,
+                             query_chunk_size=query_chunk_size)(features, boxes)
     model = keras.Model([features, boxes], keras.layers.Dense(3)(related))
     randomise_weights(model.layers[2], scale=0.2)
     return model
@@ -162,7 +173,7 @@ def saved_model_constructs(path):
 
 @pytest.mark.parametrize("format", list(FORMATS))
 def test_object_relation_model_with_dynamic_object_count(format, tmp_path):
-    model = object_relation_model()
+    model = object_relation_model(query_chunk_size=4)  # 9 objects: three chunks
     path = export(model, tmp_path / FORMATS[format], format=format)
     rng = np.random.default_rng(0)
     for batch, count in ((1, 5), (3, 9)):
@@ -184,6 +195,37 @@ def test_object_relation_model_with_dynamic_object_count(format, tmp_path):
                       representative_data=calibration)
         got = run_exported(int8, inputs)
         assert got.shape == want.shape and np.isfinite(got).all()
+
+
+PEAK_MEMORY = """
+import sys, numpy as np
+path, count = sys.argv[1], int(sys.argv[2])
+rng = np.random.default_rng(0)
+corner, size = rng.uniform(0, 100, (1, count, 2)), rng.uniform(5, 50, (1, count, 2))
+inputs = {"features": rng.normal(size=(1, count, 64)).astype("float32"),
+          "boxes": np.concatenate([corner, corner + size], -1).astype("float32")}
+if path.endswith(".onnx"):
+    import onnxruntime
+    onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, inputs)
+else:
+    from ai_edge_litert.interpreter import Interpreter
+    Interpreter(model_path=path).get_signature_runner()(**inputs)
+# VmHWM: this process's peak (ru_maxrss would include the forking parent's).
+status = open("/proc/self/status").read().split("VmHWM:")[1]
+print(int(status.split()[0]) // 1024)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads Linux's VmHWM")
+@pytest.mark.parametrize("format", ["tflite", "onnx"])
+def test_exported_object_relation_keeps_bounded_memory_at_large_n(format, tmp_path):
+    # 3000 objects: unchunked, the geometry embedding alone is 3000^2 x 64
+    # floats (2.3 GB), and the runtimes peaked at 4.9-5.3 GB; in chunks of 256
+    # queries, about 0.5 GB.
+    path = export(object_relation_model(width=64), tmp_path / FORMATS[format])
+    result = subprocess.run([sys.executable, "-c", PEAK_MEMORY, str(path), "3000"],
+                            capture_output=True, text=True, check=True)
+    assert int(result.stdout.split()[-1]) < 1200  # MiB
 
 
 def test_quantised_tflite_is_builtin_and_close(photos, tmp_path):
@@ -233,6 +275,37 @@ def test_bad_requests_raise_value_error_and_leave_nothing(photos, tmp_path):
             export(model, tmp_path / "int8.tflite", format="tflite", quantization="int8",
                    representative_data=wrong)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.onnx"]
+
+
+def test_the_format_comes_from_the_suffix_and_must_match_it(tmp_path):
+    inputs = keras.Input((4,), name="pixels")
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    x = np.ones((3, 4), "float32")
+    for name in ("model.tflite", "model.onnx", "model"):
+        path = export(model, tmp_path / name)
+        np.testing.assert_allclose(run_exported(path, x), model.predict(x, verbose=0),
+                                   atol=1e-5)
+    assert tflite_operators(tmp_path / "model.tflite") == ["FULLY_CONNECTED"]
+    assert (tmp_path / "model" / "saved_model.pb").exists()
+    for name, format, message in [
+            ("m.onnx", "tflite", "names format 'onnx', but format='tflite' was requested; "
+                                 "name it m.tflite"),
+            ("m.tflite", "saved_model", "names format 'tflite'"),
+            ("m", "onnx", "must end in .onnx for format='onnx'")]:
+        with pytest.raises(ValueError, match=message):
+            export(model, tmp_path / "bad" / name, format=format)
+    assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").iterdir())
+
+
+@pytest.mark.parametrize("name", ["model", "model.tflite", "model.onnx"])
+def test_runtimes_reject_inputs_of_another_shape(name, tmp_path):
+    path = export(every_image_layer_model(), tmp_path / name)
+    run = load_exported(path)
+    assert run(np.zeros((2, 32, 32, 3), "float32")).shape == (2, 5)
+    for wrong in [(1, 40, 32, 3), (1, 32, 32), (32, 32, 3)]:
+        with pytest.raises(ValueError, match=r"input '\w+' of this artefact must "
+                                             r"have shape \(None, 32, 32, 3\)"):
+            run(np.zeros(wrong, "float32"))
 
 
 def test_failed_conversion_leaves_nothing(tmp_path):

@@ -170,6 +170,13 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_one_device():
     (dict(composability="cosine"), "`composability` must be one of .*received 'cosine'"),
     (dict(implementation="cuda"), "`implementation` must be one of .*received 'cuda'"),
     (dict(dilation_rate=1.5), "`dilation_rate` must be a positive integer; received 1.5"),
+    # A float or a bool is not an int option, and a non-finite scale makes every output NaN.
+    (dict(strides=1.0), r"`strides` must be one of \[1, 2\]; received 1.0"),
+    (dict(strides=True), r"`strides` must be one of \[1, 2\]; received True"),
+    (dict(kernel_size=True), "`kernel_size` must be an odd positive integer.*received True"),
+    (dict(scale=float("nan")), "`scale` must be a finite number; received nan"),
+    (dict(scale=float("inf")), "`scale` must be a finite number; received inf"),
+    (dict(scale="1"), "`scale` must be a finite number; received '1'"),
 ])
 def test_bad_constructor_arguments_raise_value_error(options, message):
     with pytest.raises(ValueError, match=message):

@@ -85,7 +85,7 @@ def test_weights_path_round_trip_and_bad_weights(tmp_path):
     model.save_weights(tmp_path / "lrnet26.weights.h5")
     restored = LRNet26(weights=str(tmp_path / "lrnet26.weights.h5"), **small)
     np.testing.assert_array_equal(np.asarray(restored(images)), np.asarray(model(images)))
-    with pytest.raises(ValueError, match="`weights` must be None .*received 'imagenet'"):
+    with pytest.raises(ValueError, match="This model has no public ImageNet weights"):
         LRNet26(weights="imagenet")
     with pytest.raises(ValueError, match="`weights` must be None"):
         LRNet26(weights=str(tmp_path / "missing.weights.h5"))

@@ -225,3 +225,63 @@ def test_bad_inputs_raise_value_error(arguments, call, message):
 def test_bad_arguments_raise_value_error(arguments, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
         ObjectRelation(**arguments)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("residual", [False, True])
+def test_a_non_finite_box_is_not_a_key_and_leaves_the_others_exact(bad, residual):
+    features, boxes = random_features(2, 6, 16, 4), random_boxes(2, 6, 5)
+    layer = built_layer(features, boxes, num_heads=4, residual=residual, query_chunk_size=4)
+    broken = boxes.copy()
+    broken[0, 2, 1] = bad
+    masked = np.ones((2, 6), bool)
+    masked[0, 2] = False
+    got, attention = layer(features, broken, return_attention_scores=True)
+    want = layer(features, boxes, key_mask=masked)
+    others = np.ones((2, 6), bool)
+    others[0, 2] = False
+    np.testing.assert_array_equal(got.numpy()[others], want.numpy()[others])
+    # Its own row: the relation of a query with no keys, the output bias.
+    bias = layer.relation_weights.output_bias.numpy()
+    own = np.maximum(features[0, 2] + bias, 0) if residual else bias
+    np.testing.assert_allclose(got.numpy()[0, 2], own, atol=1e-6)
+    assert np.isfinite(attention.numpy()).all() and not attention.numpy()[0, :, :, 2].any()
+
+
+def test_a_masked_key_with_non_finite_features_contributes_exact_zeros():
+    features, boxes = random_features(1, 5, 16, 6), random_boxes(1, 5, 7)
+    layer = built_layer(features, boxes, num_heads=4)
+    mask = np.array([[True, True, False, True, True]])
+    poisoned = features.copy()
+    poisoned[0, 2] = np.nan
+    got, want = layer(poisoned, boxes, key_mask=mask), layer(features, boxes, key_mask=mask)
+    keep = [0, 1, 3, 4]
+    np.testing.assert_array_equal(got.numpy()[0, keep], want.numpy()[0, keep])
+
+
+@pytest.mark.parametrize("call, message", [
+    (((1, 5, 8), (1, 5, 4)), r"`features` must have 16 channels \(the width of the relation "
+                             r"weights\); received shape \(1, 5, 8\)"),
+    (((2, 5, 16), (1, 5, 4)), r"`features` and `boxes` must have the same batch size; received "
+                              r"shapes \(2, 5, 16\) and \(1, 5, 4\)"),
+    (((1, 5, 16), (1, 5, 4), (1, 4)), "`features` and `key_mask` must have the same objects"),
+])
+def test_calls_after_build_are_checked_too(call, message):
+    layer = ObjectRelation(num_heads=4)
+    layer(np.zeros((1, 5, 16), "float32"), np.zeros((1, 5, 4), "float32"))
+    shapes = [np.zeros(shape, "float32") for shape in call]
+    with pytest.raises(ValueError, match=message):
+        layer(shapes[0], shapes[1], key_mask=shapes[2] > 0 if len(shapes) > 2 else None)
+    with pytest.raises(ValueError, match="`key_mask` must be a bool tensor; received dtype float32"):
+        layer(np.zeros((1, 5, 16), "float32"), np.zeros((1, 5, 4), "float32"),
+              key_mask=np.ones((1, 5), "float32"))
+
+
+def test_dynamic_object_counts_are_asserted_in_graphs():
+    layer = ObjectRelation(num_heads=4)
+    layer(np.zeros((1, 5, 16), "float32"), np.zeros((1, 5, 4), "float32"))
+    traced = tf.function(layer, input_signature=[tf.TensorSpec([1, None, 16]),
+                                                 tf.TensorSpec([1, None, 4])])
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="`features` and `boxes` must have the same objects size"):
+        traced(tf.zeros([1, 5, 16]), tf.zeros([1, 4, 4]))

@@ -175,3 +175,31 @@ def test_mirrored_strategy_matches_one_device():
     data = (np.concatenate([feature_map(5, 5, 2, 18)] * 2), boxes_inside(np.array([5, 5]), 3, 19))
     data = (data[0], np.concatenate([data[1]] * 2))
     assert_mirrored_fit_matches_one_device(build_model, data, np.arange(4) % 2)
+
+
+def test_boxes_and_feature_map_must_agree_at_every_call():
+    layer = LearnableRegionFeatures(output_size=2, embedding_dim=4, projection_dim=4)
+    layer(feature_map(8, 8, 3, 0), boxes_inside(8, 5, 1))
+    with pytest.raises(ValueError, match=r"`feature_map` and `boxes` must have the same batch "
+                                         r"size; received shapes \(2, 8, 8, 3\) and \(1, 5, 4\)"):
+        layer(feature_map(8, 8, 3, 0), boxes_inside(8, 5, 1)[:1])
+    with pytest.raises(ValueError, match=r"`feature_map` must have 3 channels"):
+        layer(np.zeros((2, 8, 8, 4), "float32"), boxes_inside(8, 5, 1))
+
+
+def test_a_non_finite_box_gets_zero_features_and_leaves_the_others_exact():
+    layer = LearnableRegionFeatures(output_size=2, embedding_dim=4, projection_dim=4)
+    x, boxes = feature_map(8, 8, 3, 2), boxes_inside(8, 5, 3)
+    layer(x, boxes)
+    randomise_weights(layer, 4, 0.3)
+    broken = boxes.copy()
+    broken[1, 2, 3] = np.inf
+    got, want = layer(x, broken).numpy(), layer(x, boxes).numpy()
+    assert not got[1, 2].any()
+    others = np.ones((2, 5), bool)
+    others[1, 2] = False
+    np.testing.assert_array_equal(got[others], want[others])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x, broken))
+    assert all(np.isfinite(g.numpy()).all()
+               for g in tape.gradient(loss, layer.trainable_variables))

@@ -135,3 +135,26 @@ def test_mirrored_strategy_matches_one_device():
 
     data = (rois(4, 4, 12, size=(2, 2, 3)), random_boxes(4, 4, 13))
     assert_mirrored_fit_matches_one_device(build_model, data, np.arange(4) % 2)
+
+
+def test_a_non_finite_box_leaves_the_other_rois_exact():
+    features, boxes = rois(2, 6, 8), np.abs(rois(2, 6, 9, size=(4,))) * 10
+    boxes[..., 2:] += boxes[..., :2] + 1
+    head = built_head(features, boxes)
+    broken = boxes.copy()
+    broken[1, 4] = np.nan
+    mask = np.ones((2, 6), bool)
+    mask[1, 4] = False
+    for got, want in zip(head(features, broken), head(features, boxes, roi_mask=mask)):
+        assert np.isfinite(got.numpy()).all()
+        np.testing.assert_array_equal(got.numpy()[mask], want.numpy()[mask])
+
+
+def test_calls_after_build_are_checked_too():
+    head = built_head(rois(1, 5, 0), np.zeros((1, 5, 4), "float32"))
+    with pytest.raises(ValueError, match=r"`roi_features` and `roi_mask` must have the same rois"
+                                         r"|`roi_features` and `roi_mask` must have the same "
+                                         r"objects"):
+        head(rois(1, 5, 0), np.zeros((1, 5, 4), "float32"), roi_mask=np.ones((1, 4), bool))
+    with pytest.raises(ValueError, match=r"`roi_features` and `boxes` must have the same batch"):
+        head(rois(2, 5, 0), np.zeros((1, 5, 4), "float32"))

@@ -109,8 +109,50 @@ def test_keras_round_trip_of_a_context_resnet(tmp_path):
     (dict(context_block="gc", context_stages=("c6",)), "`context_stages` must be a non-empty"),
     (dict(context_block="se", context_ratio=0), "`context_ratio` must be a positive number"),
     (dict(context_block="gc", context_ratio=1 / 1024), r"`ratio` .* < 1 channels"),
-    (dict(weights="imagenet"), "`weights` must be None"),
+    (dict(weights="imagenet", classes=10), "needs the 1000 ImageNet classes"),
+    (dict(weights="missing.h5"), "`weights` must be None"),
 ])
 def test_bad_options_raise_value_error(options, message):
     with pytest.raises(ValueError, match=message):
         ResNet50(**options)
+
+
+@pytest.fixture
+def keras_imagenet_file(tmp_path, monkeypatch):
+    """Keras' ImageNet weights download answered by a local file: a Keras
+    ResNet-50 with random weights (random BN statistics too), saved."""
+    from keras.src.utils import file_utils
+
+    reference = keras.applications.ResNet50(weights=None)
+    rng = np.random.default_rng(3)
+    for weight in reference.weights:
+        values = rng.normal(size=weight.shape) * 0.05
+        weight.assign(np.abs(values) + 0.5 if "variance" in weight.path else values)
+    path = tmp_path / "resnet50.weights.h5"
+    reference.save_weights(path)
+    requested = []
+
+    def local_file(fname, *args, **kwargs):
+        requested.append(fname)
+        return str(path)
+
+    monkeypatch.setattr(file_utils, "get_file", local_file)
+    return reference, requested
+
+
+def test_imagenet_weights_are_keras_weights_and_context_blocks_start_as_identity(
+        keras_imagenet_file):
+    reference, requested = keras_imagenet_file
+    images = np.random.default_rng(4).normal(size=(2, 224, 224, 3)).astype("float32")
+    want = np.asarray(reference(images))
+    for build in (ResNet50, GCResNet50, NLResNet50):
+        model = build(weights="imagenet")
+        np.testing.assert_allclose(np.asarray(model(images)), want, atol=1e-5,
+                                   err_msg=model.name)
+    assert requested == ["resnet50_weights_tf_dim_ordering_tf_kernels.h5"] * 3
+
+
+def test_imagenet_weights_are_refused_where_there_are_none():
+    with pytest.raises(ValueError, match=r"ResNet-50 and ResNet-101 .*stage depths "
+                                         r"\(2, 2, 2, 2\)"):
+        ResNet26(weights="imagenet")

@@ -260,9 +260,9 @@ def test_bad_recipe(options, message):
 def test_command_line_trains_resumes_and_evaluates(shard_dir, tmp_path, capsys):
     arguments = ["--data-dir", str(shard_dir), "--classes", str(CLASSES), "--image-size", "32",
                  "--batch-size", "16"]
+    # One epoch with the default warm-up (5 epochs, capped at --epochs).
     train = ["train-imagenet", "--model", "lrnet26", "--width-multiplier", "0.125",
-             *arguments, "--model-dir", str(tmp_path), "--epochs", "1", "--warmup-epochs", "0",
-             "--shuffle-buffer", "64"]
+             *arguments, "--model-dir", str(tmp_path), "--epochs", "1", "--shuffle-buffer", "64"]
     assert main(train) == 0
     final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"loss", "top1", "top5", "val_top1", "val_top5"} <= set(final)

@@ -66,3 +66,54 @@ def test_object_relations_on_a_photo(photo, tmp_path):
         strongest_relations(np.ones((3, 4)))
     with pytest.raises(ValueError, match="`boxes`"):
         plot_relations(photo, boxes[:, :3], attention[0].numpy(), str(tmp_path / "bad.png"))
+
+
+def test_relation_figures_check_their_inputs(photo, tmp_path):
+    from keras_relnet.visualize import plot_relations
+
+    boxes = np.array([[10, 10, 40, 50], [50, 70, 90, 120], [5, 90, 30, 125]], "float32")
+    # All-zero attention (every key masked): the boxes, no relation drawn.
+    path = plot_relations(photo, boxes, np.zeros((2, 3, 3)), str(tmp_path / "zero.png"))
+    with open(path, "rb") as png:
+        assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+    for attention, message in [(np.ones((4, 4)), r"`attention` must relate the 3 boxes"),
+                               (np.ones((2, 2, 2)), r"`attention` must relate the 3 boxes"),
+                               (np.full((3, 3), np.nan), "`attention` must be finite")]:
+        with pytest.raises(ValueError, match=message):
+            plot_relations(photo, boxes, attention, str(tmp_path / "bad.png"))
+    with pytest.raises(ValueError, match="`labels` must have one entry per box"):
+        plot_relations(photo, boxes, np.eye(3), str(tmp_path / "bad.png"), labels=["a"])
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_attention_figures_check_inputs_and_draw_a_relative_scale(photo, tmp_path):
+    for maps, message in [(np.zeros((0, 2, 2)), "at least one non-empty map"),
+                          (np.zeros((2, 2)), r"`maps` must be \[num_maps, height, width\]"),
+                          (np.full((1, 2, 2), np.nan), "`maps` must be finite")]:
+        with pytest.raises(ValueError, match=message):
+            plot_attention(photo, maps, str(tmp_path / "bad.png"))
+    with pytest.raises(ValueError, match="`titles` must have one entry per map"):
+        plot_attention(photo, np.full((2, 2, 2), 0.25), str(tmp_path / "bad.png"), titles=["a"])
+    with pytest.raises(ValueError, match=r"`image` must be one non-empty \[height, width, 3\]"):
+        plot_attention(photo[..., 0], np.full((1, 2, 2), 0.25), str(tmp_path / "bad.png"))
+    assert not (tmp_path / "bad.png").exists()
+
+    import matplotlib.pyplot as plt
+
+    # An untrained GC map (weights 0.0621-0.0629 over 16 pixels) is drawn near 1
+    # on a 0..2 scale, with a colour bar that says so.
+    untrained = np.linspace(0.0621, 0.0629, 16).reshape(1, 4, 4)
+    untrained /= untrained.sum()
+    shown = []
+    original = plt.Figure.colorbar
+
+    def recording(figure, mappable, **kwargs):
+        shown.append((mappable.get_clim(), kwargs.get("label")))
+        return original(figure, mappable, **kwargs)
+
+    plt.Figure.colorbar = recording
+    try:
+        plot_attention(photo, untrained, str(tmp_path / "gc.png"))
+    finally:
+        plt.Figure.colorbar = original
+    assert shown == [((0.0, 2.0), "attention x h*w (1 = uniform)")]

@@ -1,6 +1,7 @@
 """What every Keras-Application-style model shares: inputs, weights, head."""
 
 import os
+import warnings
 
 import keras
 
@@ -21,11 +22,22 @@ def application_inputs(input_tensor, input_shape, include_top, name):
         `(inputs, image)`: what `keras.Model` takes as inputs, and the tensor
         the first layer consumes.
 
+    Raises:
+        ValueError: when Keras' image data format is "channels_first".
+
     Example:
     >>> inputs, image = application_inputs(None, (32, 32, 3), True, "input_layer")
     >>> image.shape
     (None, 32, 32, 3)
     """
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError(
+            "keras-relnet models are built channels_last (NHWC), but "
+            "keras.config.image_data_format() is "
+            f"{keras.config.image_data_format()!r}. Call "
+            "keras.config.set_image_data_format('channels_last') before building one "
+            "(the relation layers themselves accept data_format='channels_first')."
+        )
     if input_shape is None:
         input_shape = (224, 224, 3) if include_top else (None, None, 3)
     input_shape = checks.check_rank(
@@ -44,27 +56,33 @@ def application_inputs(input_tensor, input_shape, include_top, name):
     return image, image
 
 
-def checked_weights(weights):
-    """`weights` must be None or an existing weights file; nothing is downloaded.
+def checked_weights(weights, imagenet=False):
+    """`weights` must be None, an existing weights file, or "imagenet" where the
+    model has ImageNet weights.
 
     Args:
         weights: the `weights` argument of an application.
+        imagenet: whether this model can load `weights="imagenet"`.
 
     Returns:
-        None or the path as a string.
+        None, "imagenet" or the path as a string.
 
     Example:
     >>> checked_weights(None) is None
     True
     """
-    if weights is None:
-        return None
+    if weights is None or (weights == "imagenet" and imagenet):
+        return weights
+    if weights == "imagenet":
+        raise ValueError(
+            "This model has no public ImageNet weights (LR-Nets and ResNet-26 have none; "
+            "ResNet50, ResNet101 and their GC/SNL/SE/NL variants load Keras'); pass "
+            "weights=None or the path to a weights file.")
     if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
         return os.fspath(weights)
     raise ValueError(
-        "`weights` must be None (random initialisation) or the path to an "
-        f"existing weights file; received {weights!r}. keras-relnet downloads "
-        "nothing: pass a file saved with `model.save_weights`."
+        "`weights` must be None (random initialisation), 'imagenet' (the ResNets) or "
+        f"the path to an existing weights file; received {weights!r}."
     )
 
 
@@ -159,9 +177,10 @@ def application(builder, public_name, model_name, summary, **fixed):
     constructor.__name__ = constructor.__qualname__ = public_name
     constructor.__doc__ = f"""{summary}
 
-    Args: as `keras.applications.ResNet50` (`weights` is None or a path to a
-    weights file), plus any `{builder.__name__}` argument as a keyword
-    (defaults here: {fixed}).
+    Args: as `keras.applications.ResNet50` (`weights` is None, a path to a
+    weights file, or "imagenet" where the model has Keras' ImageNet weights),
+    plus any `{builder.__name__}` argument as a keyword (defaults here:
+    {fixed}).
 
     Returns:
         A `keras.Model`.
@@ -170,14 +189,16 @@ def application(builder, public_name, model_name, summary, **fixed):
 
 
 def classifier_model(endpoints_of, include_top, weights, input_tensor, input_shape, pooling,
-                     classes, classifier_activation, name):
+                     classes, classifier_activation, name, imagenet_loader=None):
     """A Keras-Application model: inputs, the network's deepest features, the head.
 
     Args:
         endpoints_of: function of the image tensor returning `{level: features}`.
         include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation, name: as in `keras.applications.ResNet50`
-            (`weights` None or a weights file).
+            (`weights` None, a weights file, or "imagenet" with a loader).
+        imagenet_loader: for models with ImageNet weights, a function that
+            loads them into the built model; None: "imagenet" is refused.
 
     Returns:
         A `keras.Model`.
@@ -188,7 +209,7 @@ def classifier_model(endpoints_of, include_top, weights, input_tensor, input_sha
     ...                  "tiny").output_shape
     (None, 5)
     """
-    weights = checked_weights(weights)
+    weights = checked_weights(weights, imagenet=imagenet_loader is not None)
     checked_pooling(include_top, pooling)
     inputs, image = application_inputs(input_tensor, input_shape, include_top,
                                        name="input_layer")
@@ -196,6 +217,24 @@ def classifier_model(endpoints_of, include_top, weights, input_tensor, input_sha
     x = classification_head(endpoints[max(endpoints)], include_top, pooling, classes,
                             classifier_activation)
     model = keras.Model(inputs, x, name=name)
-    if weights is not None:
-        model.load_weights(weights)
+    if weights == "imagenet":
+        imagenet_loader(model)
+    elif weights is not None:
+        _load_weights_file(model, weights)
     return model
+
+
+def _load_weights_file(model, path):
+    """`model.load_weights(path)`, with one clear error when the file was
+    saved from a model of other shapes (instead of Keras' warning per layer)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            model.load_weights(path)
+        except ValueError as error:
+            detail = next((line for line in str(error).splitlines() if "shape" in line),
+                          str(error).splitlines()[0])
+            raise ValueError(
+                f"`weights` {path} do not fit this model: {detail.strip()} Were they saved "
+                "from a model with other options (width_multiplier, classes, input size, "
+                "context blocks)?") from None

@@ -46,7 +46,8 @@ def build_model(name, **kwargs):
     return MODELS[name](**kwargs)
 
 
-def load_model(model, weights=None, classes=1000, input_size=224, **kwargs):
+def load_model(model, weights=None, classes=1000, input_size=224, width_multiplier=None,
+               **kwargs):
     """A package model by name (with optional weights) or a saved `.keras` model.
 
     Args:
@@ -54,7 +55,8 @@ def load_model(model, weights=None, classes=1000, input_size=224, **kwargs):
         weights: weights file of a package model (None: random).
         classes: classifier size of a package model.
         input_size: image height and width of a package model.
-        **kwargs: more arguments of a package model (e.g. `width_multiplier`).
+        width_multiplier: of a package model; None: the model's default.
+        **kwargs: more arguments of a package model.
 
     Returns:
         A `keras.Model`.
@@ -66,9 +68,12 @@ def load_model(model, weights=None, classes=1000, input_size=224, **kwargs):
     import keras
 
     if model.endswith(".keras"):
-        if weights is not None:
-            raise ValueError("`weights` applies to package models; a .keras file holds its "
-                             f"own weights; received weights={weights!r}.")
+        if weights is not None or width_multiplier is not None:
+            raise ValueError("`weights` and `width_multiplier` apply to package models; a "
+                             ".keras file holds its own; received weights="
+                             f"{weights!r}, width_multiplier={width_multiplier!r}.")
         return keras.models.load_model(model)
+    if width_multiplier is not None:
+        kwargs["width_multiplier"] = width_multiplier
     return build_model(model, weights=weights, classes=classes,
                        input_shape=(input_size, input_size, 3), **kwargs)

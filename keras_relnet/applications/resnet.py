@@ -9,6 +9,10 @@ GC (GCNet 2019), simplified non-local, squeeze-excitation or non-local.
 
 from keras_relnet.applications.common import application, classifier_model
 from keras_relnet.applications.context_plan import context_plan
+from keras_relnet.applications.imagenet_weights import (
+    check_imagenet_request,
+    load_imagenet_weights,
+)
 from keras_relnet.applications.layer_kit import KERAS_KIT
 from keras_relnet.ops import checks
 
@@ -42,7 +46,10 @@ def ResNet(
         context_ratio: bottleneck ratio of GC and SE blocks (1/16 = r16).
         include_top, weights, input_tensor, input_shape, pooling, classes,
             classifier_activation: as in `keras.applications.ResNet50`;
-            `weights` is None or a path to a weights file.
+            `weights` is None, a path to a weights file, or "imagenet" for
+            the depths of ResNet-50/101: Keras' ImageNet weights, downloaded
+            and cached by Keras, context blocks at their (identity)
+            initialisation (see `imagenet_weights`).
         name: model name.
 
     Returns:
@@ -54,11 +61,15 @@ def ResNet(
     >>> model.output_shape
     (None, 10)
     """
+    imagenet_loader = None
+    if weights == "imagenet":
+        check_imagenet_request(stage_depths, include_top, classes)
+        imagenet_loader = lambda model: load_imagenet_weights(model, stage_depths, include_top)
     return classifier_model(
         lambda image: resnet_endpoints(image, KERAS_KIT, stage_depths, context_block,
                                        context_stages, context_ratio),
         include_top, weights, input_tensor, input_shape, pooling, classes,
-        classifier_activation, name)
+        classifier_activation, name, imagenet_loader)
 
 
 def resnet_endpoints(image, kit, stage_depths, context_block=None, context_stages=None,

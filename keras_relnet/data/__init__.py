@@ -1,4 +1,5 @@
-"""Input pipelines: ImageNet TFRecord shards (or TFDS `imagenet2012`) for `model.fit`."""
+"""Input pipelines: ImageNet TFRecord shards (or TFDS `imagenet2012`) for `model.fit`,
+and the converter from image folders to shards."""
 
 from keras_relnet.data.augment import (
     center_crop,
@@ -7,6 +8,7 @@ from keras_relnet.data.augment import (
     rand_augment,
     random_resized_crop,
 )
+from keras_relnet.data.folders import prepare_imagenet
 from keras_relnet.data.imagenet import ImageNet
 from keras_relnet.data.shards import (
     ShardError,

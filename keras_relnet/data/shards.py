@@ -82,10 +82,17 @@ def find_shards(data_dir, split, layout="tfrecord"):
             "a directory of ImageNet TFRecord shards (train-*, validation-*)."
         )
     for pattern in patterns:
-        files = tf.io.gfile.glob(os.path.join(glob.escape(data_dir), pattern))
+        files = [path for path in tf.io.gfile.glob(os.path.join(glob.escape(data_dir), pattern))
+                 if not tf.io.gfile.isdir(path)]
         if files:
             newest = max(os.path.dirname(path) for path in files)
             return sorted(path for path in files if os.path.dirname(path) == newest)
+    if any(tf.io.gfile.isdir(os.path.join(data_dir, name)) for name in ("train", "val")):
+        raise ShardError(
+            f"`data_dir` {data_dir} holds image folders (train/<class>/...), not TFRecord "
+            "shards: convert them once with `keras-relnet prepare-imagenet --source "
+            f"{data_dir} --output SHARD_DIR` and pass SHARD_DIR as the data directory."
+        )
     raise ShardError(
         f"`data_dir` {data_dir} holds no {split} shards: no file matches "
         f"{' or '.join(patterns)}."

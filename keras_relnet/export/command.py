@@ -1,5 +1,8 @@
 """`keras-relnet export`: a package model or a `.keras` file to an artefact."""
 
+import pathlib
+import shutil
+
 import numpy as np
 
 from keras_relnet.applications.registry import load_model
@@ -19,7 +22,11 @@ def add_arguments(parser):
                         help="classifier size of a package model (default 1000)")
     parser.add_argument("--input-size", type=int, default=224,
                         help="image height and width of a package model (default 224)")
-    parser.add_argument("--format", default="tflite", choices=FORMATS)
+    parser.add_argument("--width-multiplier", type=float,
+                        help="LR-Net width multiplier of a package model (default: the model's)")
+    parser.add_argument("--format", choices=FORMATS,
+                        help="default: from the --output suffix (.tflite, .onnx, else a "
+                             "SavedModel directory)")
     parser.add_argument("--quantization", choices=[q for q in QUANTIZATIONS if q])
     parser.add_argument("--representative-data",
                         help=".npy array [N, ...] of typical inputs (needed for int8)")
@@ -28,23 +35,37 @@ def add_arguments(parser):
 
 
 def run(args):
-    """Builds or loads the model, exports it, checks it against Keras.
+    """Builds or loads the model, exports it, checks it against Keras; a
+    failed export or check leaves nothing at `--output`.
 
     Returns:
         The process exit code (0).
     """
-    model = load_model(args.model, args.weights, args.classes, args.input_size)
+    model = load_model(args.model, args.weights, args.classes, args.input_size,
+                       width_multiplier=args.width_multiplier)
     samples = None
     if args.representative_data:
         samples = np.load(args.representative_data)
+    check = samples[:4] if samples is not None else _random_inputs(model)
     path = export(model, args.output, format=args.format, quantization=args.quantization,
                   representative_data=samples, overwrite=args.overwrite)
-    check = samples[:4] if samples is not None else _random_inputs(model)
-    difference = np.max(np.abs(np.asarray(run_exported(path, check))
-                               - np.asarray(model.predict(check, verbose=0))))
+    try:
+        difference = np.max(np.abs(np.asarray(run_exported(path, check))
+                                   - np.asarray(model.predict(check, verbose=0))))
+    except Exception:
+        _remove(path)
+        raise
     print(f"wrote {path} ({artefact_size(path) / 1e6:.2f} MB); max |exported - Keras| on "
           f"{len(check)} inputs: {difference:.2e}")
     return 0
+
+
+def _remove(path):
+    path = pathlib.Path(path)
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _random_inputs(model, count=2):

@@ -15,13 +15,15 @@ from keras_relnet.ops import checks
 from keras_relnet.ops.portable import portable_graphs
 
 FORMATS = ("saved_model", "tflite", "onnx")
+# The file suffix of each format (a SavedModel is a directory without one).
+SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
 QUANTIZATIONS = (None, "float16", "dynamic_int8", "int8")
 # Layers whose attention arithmetic stays float in an "int8" export.
 _RELATION_LAYERS = (LocalRelation2D, ObjectRelation)
 _FLOAT_IN_INT8 = ["SQUARED_DIFFERENCE", "SUB", "ABS", "MUL", "ADD"]
 
 
-def export(model, path, format="saved_model", quantization=None, representative_data=None,
+def export(model, path, format=None, quantization=None, representative_data=None,
            overwrite=False, onnx_opset=17):
     """Exports `model` with a dynamic batch size; kernel-free graphs only.
 
@@ -36,7 +38,9 @@ def export(model, path, format="saved_model", quantization=None, representative_
     Args:
         model: a functional `keras.Model`.
         path: output directory ("saved_model") or file (".tflite", ".onnx").
-        format: "saved_model", "tflite" or "onnx".
+        format: "saved_model", "tflite" or "onnx"; None takes it from the
+            suffix of `path` (none: "saved_model"). A suffix that names
+            another format is an error.
         quantization: TFLite only: None (float32), "float16" (float16
             weights), "dynamic_int8" (int8 weights, float activations) or
             "int8" (int8 weights and activations, float32 interface; in
@@ -54,21 +58,24 @@ def export(model, path, format="saved_model", quantization=None, representative_
     Example:
     >>> inputs = keras.Input((4,))
     >>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
-    >>> export(model, "/tmp/dense.tflite", format="tflite", overwrite=True)
+    >>> export(model, "/tmp/dense.tflite", overwrite=True)
     '/tmp/dense.tflite'
     """
-    checks.check_choice("format", format, FORMATS)
+    if format is not None:
+        checks.check_choice("format", format, FORMATS)
     checks.check_choice("quantization", quantization, QUANTIZATIONS)
-    if quantization is not None and format != "tflite":
+    if quantization is not None and (format or format_of(path)) != "tflite":
         raise ValueError(f"`quantization` applies to format='tflite' only; received "
-                         f"quantization={quantization!r} with format={format!r}.")
+                         f"quantization={quantization!r} with format="
+                         f"{format or format_of(path)!r}.")
+    format = format_of(path, format)
     calibration = None
     if quantization == "int8":
         calibration = _calibration_samples(model, representative_data)
     path = pathlib.Path(path)
     if path.exists() and not overwrite:
-        raise ValueError(f"`path` {str(path)!r} already exists; pass overwrite=True to "
-                         "replace it.")
+        raise ValueError(f"`path` {str(path)!r} already exists; pass overwrite=True "
+                         "(--overwrite on the command line) to replace it.")
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
@@ -83,6 +90,46 @@ def export(model, path, format="saved_model", quantization=None, representative_
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return str(path)
+
+
+def format_of(path, format=None):
+    """The export format for `path`: `format`, checked against the path's suffix.
+
+    Args:
+        path: the output path.
+        format: None (from the suffix: ".tflite", ".onnx", else "saved_model")
+            or one of `FORMATS`.
+
+    Returns:
+        One of `FORMATS`.
+
+    Raises:
+        ValueError: for an unknown format, or a suffix that names another
+            format than `format`.
+
+    Example:
+    >>> format_of("model.onnx")
+    'onnx'
+    >>> format_of("model.onnx", "tflite")
+    Traceback (most recent call last):
+    ...
+    ValueError: The suffix of `path` 'model.onnx' names format 'onnx', but format='tflite' was requested; name it model.tflite or pass format='onnx'.
+    """
+    suffix = pathlib.Path(path).suffix.lower()
+    implied = next((name for name, ending in SUFFIXES.items() if ending == suffix), None)
+    if format is None:
+        return implied or "saved_model"
+    checks.check_choice("format", format, FORMATS)
+    expected = SUFFIXES.get(format)
+    if implied == format or (implied is None and expected is None):
+        return format
+    wanted = pathlib.Path(path).with_suffix(expected or "").name
+    if implied is None:
+        raise ValueError(f"`path` {str(path)!r} must end in {expected} for format={format!r} "
+                         f"(the runtimes go by the suffix); name it {wanted}.")
+    raise ValueError(f"The suffix of `path` {str(path)!r} names format {implied!r}, but "
+                     f"format={format!r} was requested; name it {wanted} or pass "
+                     f"format={implied!r}.")
 
 
 def input_specs(model):

@@ -32,7 +32,9 @@ def load_exported(path):
         input name; or a list of arrays in the order of the model's inputs,
         which SavedModel and ONNX keep and TFLite does not, so a multi-input
         TFLite model needs the dict) and returning the model output, or the
-        list of outputs in the model's order, as NumPy arrays.
+        list of outputs in the model's order, as NumPy arrays. An input whose
+        shape the artefact cannot take (another rank, or another size where
+        the artefact's is fixed) raises a `ValueError` with both shapes.
 
     Example:
     >>> inputs = keras.Input((4,), name="pixels")
@@ -55,10 +57,28 @@ def load_exported(path):
                          f"received {str(path)!r}.")
 
     def run(inputs):
-        outputs = runner(_named_inputs(inputs, runner.input_names, runner.ordered))
+        named = _named_inputs(inputs, runner.input_names, runner.ordered)
+        for name, array in named.items():
+            _check_shape(name, array.shape, runner.input_shapes[name])
+        outputs = runner(named)
         return outputs[0] if len(outputs) == 1 else outputs
 
     return run
+
+
+def _check_shape(name, shape, expected):
+    """`shape` fits `expected` (None: any size there)."""
+    if len(shape) != len(expected) or any(
+            want is not None and got != want for got, want in zip(shape, expected)):
+        raise ValueError(f"input {name!r} of this artefact must have shape {tuple(expected)} "
+                         f"(None: any size); received {tuple(shape)}.")
+
+
+def _dims(sizes):
+    """Static sizes with None where a runtime reports a dynamic one (-1, 0 or a name)."""
+    return tuple(size if isinstance(size, int) and size > 0 else None
+                 for size in (int(d) if not isinstance(d, (str, type(None))) else d
+                              for d in sizes))
 
 
 def _named_inputs(inputs, names, ordered):
@@ -150,7 +170,9 @@ class _SavedModelRunner:
         import tensorflow as tf
 
         self.loaded = tf.saved_model.load(str(path))  # keep it alive: it owns the variables
-        self.input_names = [spec.name for spec in self.loaded.serve.input_signature]
+        signature = self.loaded.serve.input_signature
+        self.input_names = [spec.name for spec in signature]
+        self.input_shapes = {spec.name: tuple(spec.shape.as_list()) for spec in signature}
 
     def __call__(self, named):
         outputs = self.loaded.serve(*(named[name] for name in self.input_names))
@@ -165,7 +187,10 @@ class _TFLiteRunner:
 
         self.runner = Interpreter(model_path=str(path),
                                   num_threads=os.cpu_count()).get_signature_runner()
-        self.input_names = list(self.runner.get_input_details())
+        details = self.runner.get_input_details()
+        self.input_names = list(details)
+        self.input_shapes = {name: _dims(detail["shape_signature"])
+                             for name, detail in details.items()}
 
     def __call__(self, named):
         outputs = self.runner(**named)
@@ -181,7 +206,9 @@ class _OnnxRunner:
 
         self.session = onnxruntime.InferenceSession(
             str(path), providers=["CPUExecutionProvider"])
-        self.input_names = [spec.name for spec in self.session.get_inputs()]
+        inputs = self.session.get_inputs()
+        self.input_names = [spec.name for spec in inputs]
+        self.input_shapes = {spec.name: _dims(spec.shape) for spec in inputs}
 
     def __call__(self, named):
         return self.session.run(None, named)

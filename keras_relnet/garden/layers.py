@@ -17,10 +17,11 @@ import tf_keras
 
 from keras_relnet import layers as keras3_layers
 from keras_relnet.layers.global_context import global_context_weights
+from keras_relnet.layers.image_layer import ImageLayer
 from keras_relnet.layers.local_relation import local_relation_weights
 from keras_relnet.layers.non_local import non_local_weights
 from keras_relnet.layers.object_relation import object_relation_weights
-from keras_relnet.layers.relation_box_head import head_dense
+from keras_relnet.layers.relation_box_head import check_box_head_inputs, head_dense
 from keras_relnet.layers.squeeze_excitation import squeeze_excitation_weights
 from keras_relnet.ops.context import global_context, non_local_2d, squeeze_excitation
 from keras_relnet.ops.duplicate_removal import learned_detections, refine_candidates
@@ -40,6 +41,12 @@ class _OpsLayer(tf_keras.layers.Layer):
     def __init__(self, kernel_regularizer=None, **kwargs):
         base = {key: kwargs.pop(key) for key in list(kwargs) if key in _BASE_ARGUMENTS}
         super().__init__(**base)
+        if issubclass(self.keras3_class, ImageLayer):
+            # Model Garden's models are NHWC, whatever Keras 3's global setting.
+            data_format = kwargs.setdefault("data_format", "channels_last")
+            if data_format != "channels_last":
+                raise ValueError("Model Garden layers take NHWC inputs: `data_format` must be "
+                                 f"'channels_last'; received {data_format!r}.")
         config = self.keras3_class(**kwargs).get_config()  # validates the options
         for key in ("name", "trainable", "dtype", "kernel_regularizer"):
             config.pop(key, None)
@@ -265,6 +272,8 @@ class RelationDetectionHead(tf_keras.layers.Layer):
         Returns:
             `(class_outputs, box_outputs)` or `(class_outputs, box_outputs, features)`.
         """
+        roi_features, rois, roi_mask = check_box_head_inputs(roi_features, rois, roi_mask,
+                                                             boxes_name="rois")
         _, _, height, width, channels = roi_features.shape
         shape = tf.shape(roi_features)
         hidden = tf.reshape(roi_features, [shape[0], shape[1], height * width * channels])

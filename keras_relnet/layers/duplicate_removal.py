@@ -82,7 +82,7 @@ class DuplicateRemoval(BoxInputLayer):
         if rank_dim % 2:
             raise ValueError(f"`rank_dim` must be even (sines and cosines); received {rank_dim}.")
         self.max_detections = checks.check_positive_int("max_detections", max_detections)
-        self.score_threshold = float(score_threshold)
+        self.score_threshold = checks.check_finite_number("score_threshold", score_threshold)
         self.relation_config = dict(
             num_heads=num_heads, key_dim=key_dim, geometry_dim=geometry_dim,
             box_format=box_format, size_offset=size_offset, query_chunk_size=query_chunk_size)

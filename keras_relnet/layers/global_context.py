@@ -2,12 +2,13 @@
 
 import keras
 
+from keras_relnet.layers.image_layer import ImageLayer
 from keras_relnet.ops import checks
 from keras_relnet.ops.context import FUSIONS, POOLINGS, TRANSFORMS, global_context
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
-class GlobalContext(keras.layers.Layer):
+class GlobalContext(ImageLayer):
     """Global context block: one query-independent context added to every pixel.
 
     Pools one context vector per image, transforms it, and fuses it into
@@ -31,6 +32,8 @@ class GlobalContext(keras.layers.Layer):
         transform: "bottleneck" or "linear" (one C x C Dense: simplified
             non-local).
         kernel_initializer: initializer of the first Dense of each bottleneck.
+        data_format: None (Keras' `image_data_format()`), "channels_last" or
+            "channels_first"; NCHW inputs are transposed to NHWC and back.
         **kwargs: base `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -39,7 +42,8 @@ class GlobalContext(keras.layers.Layer):
             `[batch, height, width]` (None with average pooling).
 
     Input shape:
-        4D tensor `(batch, height, width, channels)`; height and width may be
+        4D tensor `(batch, height, width, channels)` (`(batch, channels, height,
+        width)` with "channels_first"); height and width may be
         unknown.
 
     Output shape:
@@ -67,22 +71,23 @@ class GlobalContext(keras.layers.Layer):
         self.fusion = fusion
         self.transform = checks.check_choice("transform", transform, TRANSFORMS)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
-        channels = checks.checked_channels("inputs", input_shape)
+        channels = self.checked_channels(input_shape)
         self.pooling_weights, self.transforms = global_context_weights(
             self.add_weight, channels, self.ratio, self.pooling, self.fusion, self.transform,
             self.kernel_initializer)
-        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
+        self.expect_channels(channels)
 
     def call(self, inputs, return_attention_scores=False):
         outputs, attention = global_context(
-            inputs, self.pooling_weights, self.transforms, self.pooling, self.transform)
+            self.to_nhwc(inputs), self.pooling_weights, self.transforms, self.pooling,
+            self.transform)
+        outputs = self.from_nhwc(outputs)
         return (outputs, attention) if return_attention_scores else outputs
 
     def compute_output_shape(self, input_shape):
-        checks.checked_channels("inputs", input_shape)
+        self.checked_channels(input_shape)
         return tuple(input_shape)
 
     def get_config(self):

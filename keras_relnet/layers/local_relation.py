@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_relnet.layers.image_layer import ImageLayer
 from keras_relnet.ops import checks, local_relation_dispatch
 from keras_relnet.ops.local_relation import (
     COMPOSABILITIES,
@@ -12,7 +13,7 @@ from keras_relnet.ops.local_relation import (
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
-class LocalRelation2D(keras.layers.Layer):
+class LocalRelation2D(ImageLayer):
     """Local relation layer: adaptive k x k aggregation, a convolution replacement.
 
     Each output pixel aggregates its k x k input window with weights computed
@@ -51,13 +52,16 @@ class LocalRelation2D(keras.layers.Layer):
         kernel_initializer: initializer of the query, key and value kernels.
         kernel_regularizer: regularizer of the query, key and value kernels.
         geometry_initializer: initializer of the prior MLP kernels.
+        data_format: None (Keras' `image_data_format()`), "channels_last" or
+            "channels_first"; NCHW inputs are transposed to NHWC and back.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
         inputs: a `[batch, height, width, channels]` tensor.
 
     Input shape:
-        4D tensor `(batch, height, width, channels)`; height and width may be
+        4D tensor `(batch, height, width, channels)` (`(batch, channels, height,
+        width)` with "channels_first"); height and width may be
         unknown.
 
     Output shape:
@@ -104,7 +108,7 @@ class LocalRelation2D(keras.layers.Layer):
                 "geometry_hidden_units", geometry_hidden_units
             )
         )
-        self.scale = float(scale)
+        self.scale = checks.check_finite_number("scale", scale)
         self.implementation = checks.check_choice(
             "implementation", implementation, local_relation_dispatch.IMPLEMENTATIONS
         )
@@ -112,10 +116,9 @@ class LocalRelation2D(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.geometry_initializer = keras.initializers.get(geometry_initializer)
-        self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def _checked_channels(self, input_shape):
-        channels = checks.checked_channels("inputs", input_shape)
+        channels = self.checked_channels(input_shape)
         if channels % self.channels_per_group:
             raise ValueError(
                 f"`inputs` channels ({channels}) must be divisible by "
@@ -133,11 +136,11 @@ class LocalRelation2D(keras.layers.Layer):
             self.geometry_initializer)
         (self.geometry_hidden_kernel, self.geometry_hidden_bias,
          self.geometry_output_kernel, self.geometry_output_bias) = geometry
-        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
+        self.expect_channels(channels)
 
     def call(self, inputs):
-        return local_relation_2d(
-            inputs,
+        return self.from_nhwc(local_relation_2d(
+            self.to_nhwc(inputs),
             self.query_kernel,
             self.key_kernel,
             self.value_kernel,
@@ -153,15 +156,15 @@ class LocalRelation2D(keras.layers.Layer):
             composability=self.composability,
             scale=self.scale,
             implementation=self.implementation,
-        )
+        ))
 
     def compute_output_shape(self, input_shape):
         channels = self._checked_channels(input_shape)
-        batch, height, width, _ = input_shape
+        batch, height, width, _ = self.nhwc_shape(input_shape)
         shrink = lambda size: (
             None if size is None else output_size(size, self.strides)
         )
-        return (batch, shrink(height), shrink(width), channels)
+        return self.shape_from_nhwc((batch, shrink(height), shrink(width), channels))
 
     def get_config(self):
         config = super().get_config()

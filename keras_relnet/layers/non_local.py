@@ -2,12 +2,13 @@
 
 import keras
 
+from keras_relnet.layers.image_layer import ImageLayer
 from keras_relnet.ops import checks
 from keras_relnet.ops.context import NON_LOCAL_MODES, non_local_2d
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
-class NonLocal2D(keras.layers.Layer):
+class NonLocal2D(ImageLayer):
     """Non-local block: every position attends to every other position.
 
     `z = x + W_z(sum_j f(x_i, x_j) g(x_j))` (Wang et al., "Non-local Neural
@@ -28,6 +29,8 @@ class NonLocal2D(keras.layers.Layer):
         mode: the pairwise function, one of the four above.
         sub_sample: 2x2 max pooling (stride 2) after the phi and g projections.
         use_scale: divide embedded-gaussian logits by `sqrt(C')`.
+        data_format: None (Keras' `image_data_format()`), "channels_last" or
+            "channels_first"; NCHW inputs are transposed to NHWC and back.
         **kwargs: base `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -35,7 +38,8 @@ class NonLocal2D(keras.layers.Layer):
         return_attention_scores: also return f, `[batch, H*W, L']`.
 
     Input shape:
-        4D tensor `(batch, height, width, channels)`; height and width may be
+        4D tensor `(batch, height, width, channels)` (`(batch, channels, height,
+        width)` with "channels_first"); height and width may be
         unknown.
 
     Output shape:
@@ -53,24 +57,24 @@ class NonLocal2D(keras.layers.Layer):
         self.mode = checks.check_choice("mode", mode, NON_LOCAL_MODES)
         self.sub_sample = bool(sub_sample)
         self.use_scale = bool(use_scale)
-        self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
-        channels = checks.checked_channels("inputs", input_shape)
+        channels = self.checked_channels(input_shape)
         (self.theta_weights, self.phi_weights, self.g_weights, self.output_weights,
          self.concat_kernel) = non_local_weights(self.add_weight, channels, self.reduction,
                                                  self.mode)
-        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
+        self.expect_channels(channels)
 
     def call(self, inputs, return_attention_scores=False):
         outputs, weights = non_local_2d(
-            inputs, self.theta_weights, self.phi_weights, self.g_weights,
+            self.to_nhwc(inputs), self.theta_weights, self.phi_weights, self.g_weights,
             self.output_weights, mode=self.mode, sub_sample=self.sub_sample,
             use_scale=self.use_scale, concat_weights=self.concat_kernel)
+        outputs = self.from_nhwc(outputs)
         return (outputs, weights) if return_attention_scores else outputs
 
     def compute_output_shape(self, input_shape):
-        checks.checked_channels("inputs", input_shape)
+        self.checked_channels(input_shape)
         return tuple(input_shape)
 
     def get_config(self):

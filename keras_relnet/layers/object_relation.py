@@ -79,6 +79,9 @@ class ObjectRelation(BoxInputLayer):
         boxes: `[batch, objects, 4]`; no gradient flows into them.
         key_mask: optional `[batch, objects]` bool; False marks objects that
             are not keys (padding). A query with no keys gets `r = bias`.
+            An object whose box has a non-finite coordinate is not a key
+            either, and gets `r = bias` too; the other objects get exactly
+            what they get with it masked out.
         return_attention_scores: also return the float32 attention weights
             `[batch, num_heads, objects, objects]`.
 
@@ -105,7 +108,7 @@ class ObjectRelation(BoxInputLayer):
         self.use_geometry = bool(use_geometry)
         self.residual = bool(residual)
         self.box_format = checks.check_choice("box_format", box_format, BOX_FORMATS)
-        self.size_offset = float(size_offset)
+        self.size_offset = checks.check_finite_number("size_offset", size_offset)
         self.query_chunk_size = (None if query_chunk_size is None else
                                  checks.check_positive_int("query_chunk_size", query_chunk_size))
         self.kernel_initializer = keras.initializers.get(
@@ -119,8 +122,6 @@ class ObjectRelation(BoxInputLayer):
 
     def call(self, features, boxes, key_mask=None, return_attention_scores=False):
         features = tf.cast(features, self.compute_dtype)
-        checked_object_inputs(features.shape, boxes.shape,
-                              None if key_mask is None else key_mask.shape)
         outputs = object_relation(
             features, boxes, self.relation_weights, self.num_heads, key_mask=key_mask,
             box_format=self.box_format, size_offset=self.size_offset,

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from keras_relnet.layers.box_inputs import BoxInputLayer
 from keras_relnet.layers.object_relation import ObjectRelation
-from keras_relnet.ops import checks
+from keras_relnet.ops import checks, object_inputs
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
@@ -89,6 +89,7 @@ class RelationBoxHead(BoxInputLayer):
         self.box_regressor.build((None, None, width))
 
     def call(self, roi_features, boxes, roi_mask=None):
+        roi_features, boxes, roi_mask = check_box_head_inputs(roi_features, boxes, roi_mask)
         shape = tf.shape(roi_features)
         hidden = tf.reshape(roi_features, [shape[0], shape[1], -1])
         for fc, relation in zip(self.fcs, self.relations or [None] * self.num_fcs):
@@ -114,6 +115,41 @@ class RelationBoxHead(BoxInputLayer):
             **self.relation_config,
         )
         return config
+
+
+def check_box_head_inputs(roi_features, boxes, roi_mask=None, boxes_name="boxes"):
+    """Checks that a box head's inputs agree on the batch and the RoIs.
+
+    Shared by the Keras 3 head and the tf_keras one of `keras_relnet.garden`
+    (whose boxes are `rois`).
+
+    Args:
+        roi_features: `[batch, rois, height, width, channels]`.
+        boxes: `[batch, rois, 4]`.
+        roi_mask: optional `[batch, rois]` bool.
+        boxes_name: the boxes' argument name, for the messages.
+
+    Returns:
+        `(roi_features, boxes, roi_mask)`, past any run-time assertion.
+
+    Raises:
+        ValueError: naming the two arguments that disagree.
+
+    Example:
+    >>> check_box_head_inputs(tf.zeros([1, 3, 7, 7, 8]), tf.zeros([1, 2, 4]))
+    Traceback (most recent call last):
+    ...
+    ValueError: `roi_features` and `boxes` must have the same rois size; received shapes (1, 3, 7, 7, 8) and (1, 2, 4).
+    """
+    object_inputs.check_rank("roi_features", roi_features, 5,
+                             "[batch, rois, height, width, channels]")
+    object_inputs.check_boxes(boxes_name, boxes)
+    roi_features, boxes = object_inputs.check_same_dims(
+        "roi_features", roi_features, boxes_name, boxes, ((0, 0, "batch"), (1, 1, "rois")))
+    if roi_mask is not None:
+        roi_features, roi_mask = object_inputs.check_object_mask(
+            "roi_mask", roi_mask, "roi_features", roi_features)
+    return roi_features, boxes, roi_mask
 
 
 def head_dense(layers, units, name, stddev=None, **kwargs):

@@ -17,6 +17,8 @@ class SimplifiedNonLocal2D(GlobalContext):
     `transform="linear"`. `W` starts at zero (identity at initialisation).
 
     Args:
+        data_format: None (Keras' `image_data_format()`), "channels_last" or
+            "channels_first"; NCHW inputs are transposed to NHWC and back.
         **kwargs: base `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -25,7 +27,8 @@ class SimplifiedNonLocal2D(GlobalContext):
             `[batch, height, width]`.
 
     Input shape:
-        4D tensor `(batch, height, width, channels)`.
+        4D tensor `(batch, height, width, channels)` (`(batch, channels, height,
+        width)` with "channels_first").
 
     Output shape:
         Same as the input.

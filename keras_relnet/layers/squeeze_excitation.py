@@ -2,12 +2,13 @@
 
 import keras
 
+from keras_relnet.layers.image_layer import ImageLayer
 from keras_relnet.ops import checks
 from keras_relnet.ops.context import squeeze_excitation
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
-class SqueezeExcitation(keras.layers.Layer):
+class SqueezeExcitation(ImageLayer):
     """Squeeze-excitation: rescale channels by a gate computed from the mean.
 
     `out = x * sigmoid(W2 ReLU(W1 GAP(x) + b1) + b2)` with `W1: C -> int(C *
@@ -16,13 +17,16 @@ class SqueezeExcitation(keras.layers.Layer):
     Args:
         ratio: reduction, hidden width `int(C * ratio)` (1/16 in the paper).
         kernel_initializer: initializer of both Dense kernels.
+        data_format: None (Keras' `image_data_format()`), "channels_last" or
+            "channels_first"; NCHW inputs are transposed to NHWC and back.
         **kwargs: base `keras.layers.Layer` arguments.
 
     Call arguments:
         inputs: `[batch, height, width, channels]`.
 
     Input shape:
-        4D tensor `(batch, height, width, channels)`.
+        4D tensor `(batch, height, width, channels)` (`(batch, channels, height,
+        width)` with "channels_first").
 
     Output shape:
         Same as the input.
@@ -36,19 +40,19 @@ class SqueezeExcitation(keras.layers.Layer):
         super().__init__(**kwargs)
         self.ratio = checks.check_positive_number("ratio", ratio)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
-        channels = checks.checked_channels("inputs", input_shape)
+        channels = self.checked_channels(input_shape)
         self.kernel1, self.bias1, self.kernel2, self.bias2 = squeeze_excitation_weights(
             self.add_weight, channels, self.ratio, self.kernel_initializer)
-        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
+        self.expect_channels(channels)
 
     def call(self, inputs):
-        return squeeze_excitation(inputs, self.kernel1, self.bias1, self.kernel2, self.bias2)
+        return self.from_nhwc(squeeze_excitation(self.to_nhwc(inputs), self.kernel1, self.bias1,
+                                                 self.kernel2, self.bias2))
 
     def compute_output_shape(self, input_shape):
-        checks.checked_channels("inputs", input_shape)
+        self.checked_channels(input_shape)
         return tuple(input_shape)
 
     def get_config(self):

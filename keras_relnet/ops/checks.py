@@ -5,11 +5,20 @@ and what was received, so a user never has to read a stack trace from deep
 inside TensorFlow to learn what was wrong.
 """
 
+import math
 import numbers
 
 
+def _same_kind(value, choice):
+    """Equal and of the same kind: 1.0 and True are not the int choice 1."""
+    if isinstance(choice, numbers.Integral) and not isinstance(choice, bool):
+        return _is_int(value) and value == choice
+    return type(value) is type(choice) and value == choice
+
+
 def check_choice(name, value, choices):
-    """Checks that `value` is one of `choices`.
+    """Checks that `value` is one of `choices` (of the same kind: a float or
+    a bool never stands for an int choice).
 
     Args:
         name: argument name used in the error message.
@@ -17,26 +26,32 @@ def check_choice(name, value, choices):
         choices: the allowed values.
 
     Returns:
-        `value`, unchanged.
+        The matching choice.
 
     Example:
     >>> check_choice("composability", "dot", ("dot", "squared_difference"))
     'dot'
+    >>> check_choice("strides", 1.0, (1, 2))
+    Traceback (most recent call last):
+    ...
+    ValueError: `strides` must be one of [1, 2]; received 1.0.
     """
-    if value not in choices:
-        raise ValueError(
-            f"`{name}` must be one of {list(choices)}; received {value!r}."
-        )
-    return value
+    for choice in choices:
+        if _same_kind(value, choice):
+            return choice
+    raise ValueError(
+        f"`{name}` must be one of {list(choices)}; received {value!r}."
+    )
+
+
+def _is_int(value):
+    """Integral; booleans are not integers here."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral)
 
 
 def _is_positive_int(value):
     """Integral and >= 1; booleans are not integers here."""
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, numbers.Integral)
-        and value >= 1
-    )
+    return _is_int(value) and value >= 1
 
 
 def check_positive_int(name, value):
@@ -108,12 +123,29 @@ def check_rank(name, shape, rank, layout):
     return dims
 
 
-def check_positive_number(name, value):
-    """Checks that `value` is a real number > 0.
+def _is_finite_real(value):
+    """A finite real number; booleans are not numbers here."""
+    return (not isinstance(value, bool) and isinstance(value, numbers.Real)
+            and math.isfinite(value))
 
-    Args:
-        name: argument name used in the error message.
-        value: the received value.
+
+def check_finite_number(name, value):
+    """Checks that `value` is a finite real number (NaN, inf and bools are not).
+
+    Returns:
+        `value` as a Python `float`.
+
+    Example:
+    >>> check_finite_number("scale", 0.5)
+    0.5
+    """
+    if not _is_finite_real(value):
+        raise ValueError(f"`{name}` must be a finite number; received {value!r}.")
+    return float(value)
+
+
+def check_positive_number(name, value):
+    """Checks that `value` is a finite real number > 0, e.g. a ratio.
 
     Returns:
         `value` as a Python `float`.
@@ -122,7 +154,7 @@ def check_positive_number(name, value):
     >>> check_positive_number("ratio", 0.25)
     0.25
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    if not (_is_finite_real(value) and value > 0):
         raise ValueError(f"`{name}` must be a positive number; received {value!r}.")
     return float(value)
 

@@ -212,6 +212,15 @@ def non_local_weights(theta, phi, mode, use_scale=True, concat_weights=None):
     return tf.nn.softmax(logits, axis=-1)
 
 
+def _half_resolution(tensor):
+    """2x2 max pooling with stride 2; a size-1 axis is padded to 2 with the
+    dtype's lowest value first, so it keeps its one row or column."""
+    missing = tf.maximum(2 - tf.shape(tensor)[1:3], 0)
+    padded = tf.pad(tensor, [[0, 0], [0, missing[0]], [0, missing[1]], [0, 0]],
+                    constant_values=tensor.dtype.min)
+    return tf.nn.max_pool2d(padded, 2, 2, "VALID")
+
+
 def non_local_2d(inputs, theta_weights, phi_weights, g_weights, output_weights,
                  mode="embedded_gaussian", sub_sample=False, use_scale=True,
                  concat_weights=None):
@@ -224,7 +233,9 @@ def non_local_2d(inputs, theta_weights, phi_weights, g_weights, output_weights,
         g_weights: `(kernel [C, C'], bias)`.
         output_weights: `(kernel [C', C], bias)` of W_z.
         mode, use_scale, concat_weights: as in `non_local_weights`.
-        sub_sample: 2x2 max pooling (stride 2) of phi and g.
+        sub_sample: 2x2 max pooling (stride 2, the remainder row/column
+            dropped, as in the reference) of phi and g; an axis of size 1 is
+            kept as it is.
 
     Returns:
         `(outputs [B, H, W, C], weights [B, H*W, L'])`.
@@ -236,9 +247,7 @@ def non_local_2d(inputs, theta_weights, phi_weights, g_weights, output_weights,
     >>> f.shape
     TensorShape([1, 4, 4])
     """
-    pool = (
-        (lambda t: tf.nn.max_pool2d(t, 2, 2, "VALID")) if sub_sample else (lambda t: t)
-    )
+    pool = _half_resolution if sub_sample else (lambda t: t)
     if mode == "gaussian":
         theta, phi = inputs, pool(inputs)
     else:

@@ -4,10 +4,14 @@ Spec: `shared/specs/object_relation.md`, section 2.
 
 Layout: per image and class, the top `n` scoring RoIs are the candidates,
 `[B, C, n, ...]`; classes index the columns of the (background-free) scores.
+An RoI whose score or box has a non-finite value is never a candidate (of
+that class), so it neither takes a candidate's place nor reaches the
+detections; the other candidates are those of the RoIs without it.
 """
 
 import tensorflow as tf
 
+from keras_relnet.ops import object_inputs
 from keras_relnet.ops.box_geometry import sinusoid
 from keras_relnet.ops.precision import at_least_float32
 
@@ -33,12 +37,19 @@ def top_candidates(scores, boxes, top_k, roi_mask=None):
     ([[[1, 0, 0]]], [[[True, True, False]]])
     """
     scores, boxes = tf.convert_to_tensor(scores), tf.convert_to_tensor(boxes)
-    count = tf.shape(scores)[1]
-    valid_rois = tf.ones(tf.shape(scores)[:2], tf.bool) if roi_mask is None else roi_mask
-    # Padding RoIs rank below every real one; `count < top_k` is padded up.
-    ranked = tf.where(tf.expand_dims(valid_rois, -1), scores, -1.0)
+    scores, boxes, _, roi_mask = check_candidate_inputs(scores, boxes, roi_mask=roi_mask)
+    usable = tf.math.is_finite(scores)
+    finite = tf.reduce_all(tf.math.is_finite(boxes), axis=-1)  # [B, R] or [B, R, C]
+    usable &= tf.expand_dims(finite, -1) if boxes.shape.rank == 3 else finite
+    if roi_mask is not None:
+        usable &= tf.expand_dims(roi_mask, -1)
+    # One padding RoI past the end: gathers stay in range with no RoIs (R = 0).
+    scores, boxes, usable = (_with_padding_roi(t) for t in (scores, boxes, usable))
+    count = tf.shape(scores)[1] - 1
+    # Unusable RoIs rank below every real one; `count < top_k` is padded up.
+    ranked = tf.where(usable, scores, -1.0)
     ranked = tf.pad(tf.transpose(ranked, [0, 2, 1]),
-                    [[0, 0], [0, 0], [0, tf.maximum(top_k - count, 0)]], constant_values=-2.0)
+                    [[0, 0], [0, 0], [0, tf.maximum(top_k - count - 1, 0)]], constant_values=-2.0)
     top_scores, indices = tf.math.top_k(ranked, k=top_k)
     valid = top_scores >= 0.0
     indices = tf.where(valid, indices, 0)
@@ -51,6 +62,52 @@ def top_candidates(scores, boxes, top_k, roi_mask=None):
     zero = tf.zeros_like(candidate_scores)
     return (tf.where(valid, candidate_scores, zero),
             tf.where(tf.expand_dims(valid, -1), class_boxes, 0.0), indices, valid)
+
+
+def _with_padding_roi(tensor):
+    """`tensor [B, R, ...]` with one more RoI of zeros (False) at the end."""
+    return tf.pad(tensor, [[0, 0], [0, 1]] + [[0, 0]] * (tensor.shape.rank - 2))
+
+
+def check_candidate_inputs(scores, boxes, features=None, roi_mask=None):
+    """Checks that the duplicate removal inputs agree (see `object_inputs`).
+
+    Args:
+        scores: `[B, R, C]`.
+        boxes: `[B, R, 4]` or `[B, R, C, 4]`.
+        features: optional `[B, R, D]`.
+        roi_mask: optional `[B, R]` bool.
+
+    Returns:
+        `(scores, boxes, features, roi_mask)` as tensors (None stays None),
+        past any run-time assertion.
+
+    Raises:
+        ValueError: naming the two arguments that disagree.
+
+    Example:
+    >>> check_candidate_inputs(tf.zeros([1, 3, 2]), tf.zeros([2, 3, 4]))
+    Traceback (most recent call last):
+    ...
+    ValueError: `scores` and `boxes` must have the same batch size; received shapes (1, 3, 2) and (2, 3, 4).
+    """
+    scores, boxes = tf.convert_to_tensor(scores), tf.convert_to_tensor(boxes)
+    object_inputs.check_rank("scores", scores, 3, "[batch, rois, classes]")
+    if boxes.shape.rank not in (3, 4) or boxes.shape[-1] != 4:
+        raise ValueError("`boxes` must have shape [batch, rois, 4] or [batch, rois, classes, 4]; "
+                         f"received shape {object_inputs.shape_text(boxes)}.")
+    rois = ((0, 0, "batch"), (1, 1, "rois"))
+    if boxes.shape.rank == 4:
+        rois += ((2, 2, "classes"),)
+    scores, boxes = object_inputs.check_same_dims("scores", scores, "boxes", boxes, rois)
+    if features is not None:
+        features = tf.convert_to_tensor(features)
+        object_inputs.check_rank("features", features, 3, "[batch, rois, channels]")
+        scores, features = object_inputs.check_same_dims("scores", scores, "features", features,
+                                                         rois[:2])
+    if roi_mask is not None:
+        scores, roi_mask = object_inputs.check_object_mask("roi_mask", roi_mask, "scores", scores)
+    return scores, boxes, features, roi_mask
 
 
 def refine_candidates(scores, boxes, features, top_k, rank_dim, embed_appearance, embed_rank,
@@ -91,10 +148,11 @@ def refine_candidates(scores, boxes, features, top_k, rank_dim, embed_appearance
     >>> out["scores"].numpy()[0, 0, :, 0]  # s0 * sigmoid(0)
     array([0.45, 0.25], dtype=float32)
     """
+    scores, boxes, features, roi_mask = check_candidate_inputs(scores, boxes, features, roi_mask)
     initial_scores, candidate_boxes, indices, valid = top_candidates(
         scores, boxes, top_k, roi_mask)
     batch, classes = tf.shape(indices)[0], tf.shape(indices)[1]
-    appearance = tf.gather(embed_appearance(features), indices, batch_dims=1)
+    appearance = tf.gather(_with_padding_roi(embed_appearance(features)), indices, batch_dims=1)
     rank = embed_rank(sinusoid(tf.range(top_k, dtype=tf.float32), rank_dim))
     per_class = lambda t: tf.reshape(t, tf.concat([[batch * classes, top_k], tf.shape(t)[3:]], 0))
     related = relate(per_class(appearance + tf.cast(rank, appearance.dtype)),

@@ -411,7 +411,8 @@ def _validated_window(
         f"value (batch, ceil(H / {strides}), ceil(W / {strides}))",
         (value_shape[0],) + expected, axes=(0, 1, 2),
     )
-    return Window(kernel_size, strides, dilation_rate, composability, float(scale))
+    return Window(kernel_size, strides, dilation_rate, composability,
+                  checks.check_finite_number("scale", scale))
 
 
 def _check_same_dims(name, shape, other_name, other_shape, axes):

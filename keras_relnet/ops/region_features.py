@@ -15,10 +15,15 @@ convention), and part (u, v) of a `h x w` grid at the centre of its bin.
 RoIAlign with one sample per bin is the special case `w_k = bilinear weights
 of the part centre` (`bilinear_weights`). The weights are `[B, N, K, H*W]`:
 cost and memory grow with the feature-map area.
+
+A box with a non-finite coordinate, like a box outside the image, has an
+empty support: all-zero weights, so all-zero region features (what TF's
+`crop_and_resize` gives such a box). Other boxes are unaffected.
 """
 
 import tensorflow as tf
 
+from keras_relnet.ops import object_inputs
 from keras_relnet.ops.box_geometry import sinusoid
 from keras_relnet.ops.precision import at_least_float32, compute_dtype
 
@@ -155,7 +160,11 @@ def learned_region_weights(feature_map, boxes, appearance_kernel, box_projection
 
     Returns:
         `[B, N, K, H*W]` weights in at least float32; zero for a box whose
-        support is empty (entirely outside the image).
+        support is empty (entirely outside the image, or not finite).
+
+    Raises:
+        ValueError: when `feature_map` and `boxes` disagree on the batch, or
+            the channels differ from `appearance_kernel`'s.
 
     Example:
     >>> w = learned_region_weights(tf.ones([1, 4, 4, 2]), tf.constant([[[0.0, 0, 2, 2]]]),
@@ -163,9 +172,15 @@ def learned_region_weights(feature_map, boxes, appearance_kernel, box_projection
     >>> w.shape, float(tf.reduce_sum(w[0, 0, 0]))
     (TensorShape([1, 1, 4, 16]), 1.0)
     """
+    object_inputs.check_rank("feature_map", feature_map, 4, "[batch, height, width, channels]")
+    object_inputs.check_boxes("boxes", boxes)
+    feature_map, boxes = object_inputs.check_same_dims("feature_map", feature_map, "boxes",
+                                                       boxes, ((0, 0, "batch"),))
+    object_inputs.check_width("feature_map", feature_map, appearance_kernel.shape[0],
+                              "the layer's appearance kernel")
     feature_size = (tf.shape(feature_map)[1], tf.shape(feature_map)[2])
     dtype = compute_dtype(feature_map.dtype)
-    boxes = tf.cast(boxes, dtype)
+    finite, boxes = object_inputs.finite_boxes(tf.cast(boxes, dtype))
     embed = lambda values: tf.reshape(sinusoid(values, embedding_dim),
                                       tf.concat([tf.shape(values)[:-1], [-1]], 0))
     box_terms = tf.einsum("bne,kep->bnkp", embed(boxes), tf.cast(box_projection, dtype))
@@ -176,6 +191,7 @@ def learned_region_weights(feature_map, boxes, appearance_kernel, box_projection
                         [tf.shape(feature_map)[0], -1, feature_map.shape[-1]])
     appearance = tf.matmul(pixels, tf.cast(appearance_kernel, pixels.dtype))  # [B, H*W, K]
     logits = geometric + tf.cast(tf.expand_dims(tf.transpose(appearance, [0, 2, 1]), 1), dtype)
-    keep = tf.expand_dims(support_mask(boxes, feature_size, stride, context), 2)
+    keep = tf.expand_dims(support_mask(boxes, feature_size, stride, context)
+                          & tf.expand_dims(finite, -1), 2)
     weights = tf.nn.softmax(tf.where(keep, logits, _MASKED_LOGIT), axis=-1)
     return weights * tf.cast(keep, weights.dtype)

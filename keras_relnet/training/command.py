@@ -38,7 +38,8 @@ def add_train_arguments(parser):
                         help="records per epoch (default: counted; known for 1024 shards)")
     parser.add_argument("--learning-rate", type=float, default=0.1,
                         help="learning rate per 256 images, scaled linearly (default 0.1)")
-    parser.add_argument("--warmup-epochs", type=float, default=5)
+    parser.add_argument("--warmup-epochs", type=float,
+                        help="epochs of linear warm-up (default: 5, at most --epochs)")
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--nesterov", action="store_true")
@@ -84,7 +85,9 @@ def run_train(args):
                  randaugment_magnitude=args.randaugment, mixup_alpha=args.mixup,
                  cutmix_alpha=args.cutmix)
     recipe = Recipe(epochs=args.epochs, global_batch_size=args.batch_size,
-                    base_learning_rate=args.learning_rate, warmup_epochs=args.warmup_epochs,
+                    base_learning_rate=args.learning_rate,
+                    warmup_epochs=(min(5, args.epochs) if args.warmup_epochs is None
+                                   else args.warmup_epochs),
                     nesterov=args.nesterov, weight_decay=args.weight_decay,
                     label_smoothing=args.label_smoothing)
     devices = args.devices.split(",") if args.devices else None
@@ -94,7 +97,7 @@ def run_train(args):
         mixed_precision=args.mixed_precision, steps_per_epoch=args.steps_per_epoch,
         validation=not args.no_validation, backup_every_steps=args.backup_every,
         jit_compile={"auto": "auto", "true": True, "false": False}[args.jit_compile],
-        verbose=2, **_model_kwargs(args))
+        verbose=2, width_multiplier=args.width_multiplier)
     print(json.dumps({name: values[-1] for name, values in history.items()}))
     return 0
 
@@ -108,7 +111,7 @@ def run_evaluate(args):
     data = _data(args)
     with make_strategy("auto").scope():
         model = load_model(args.model, args.weights, args.classes, args.image_size,
-                           **_model_kwargs(args))
+                           width_multiplier=args.width_multiplier)
     print(json.dumps(evaluate_imagenet(model, data, args.batch_size, verbose=0)))
     return 0
 
@@ -119,8 +122,3 @@ def _data(args, **options):
     return ImageNet(args.data_dir, layout=args.layout, image_size=args.image_size,
                     num_classes=args.classes, label_offset=args.label_offset, **options)
 
-
-def _model_kwargs(args):
-    if args.width_multiplier is None:
-        return {}
-    return {"width_multiplier": args.width_multiplier}

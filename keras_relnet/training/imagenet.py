@@ -40,7 +40,8 @@ def train_imagenet(model, data, recipe=None, model_dir="imagenet_run", strategy=
         jit_compile: passed to `model.compile`.
         callbacks: more Keras callbacks.
         verbose: passed to `model.fit`.
-        **model_kwargs: more arguments of a package model (e.g. `width_multiplier`).
+        **model_kwargs: more arguments of a package model (e.g. `width_multiplier`;
+            None keeps the model's default).
 
     Returns:
         `(model, history)`: the trained model and a dict of per-epoch logs of
@@ -141,8 +142,9 @@ def _build(model, data, model_kwargs):
     if callable(model):
         model = model()
     else:
+        given = {name: value for name, value in model_kwargs.items() if value is not None}
         model = build_model(model, input_shape=(data.image_size, data.image_size, 3),
-                            classes=data.num_classes, **model_kwargs)
+                            classes=data.num_classes, **given)
     output_dtype = keras.backend.standardize_dtype(model.outputs[0].dtype)
     if output_dtype != "float32":
         raise ValueError(

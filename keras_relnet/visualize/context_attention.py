@@ -54,8 +54,8 @@ def context_attention(model, image, layer_name=None, query_points=((0.5, 0.5),))
         )
     scores = np.asarray(scores, "float32")
     if isinstance(layer, NonLocal2D):
-        if layer.sub_sample:
-            height, width = height // 2, width // 2
+        if layer.sub_sample:  # 2x2 pooling; a size-1 axis is kept
+            height, width = max(height // 2, 1), max(width // 2, 1)
         rows = []
         for row, col in query_points:
             pixel = int(min(row, 0.999) * features.shape[1]) * features.shape[2] + int(
@@ -68,9 +68,14 @@ def context_attention(model, image, layer_name=None, query_points=((0.5, 0.5),))
 def plot_attention(image, maps, path, titles=None, query_points=None):
     """Saves the image and its attention maps, side by side, as a PNG.
 
+    Each map is drawn relative to the uniform weight `1 / (h * w)`: 1 means
+    "as much as any pixel", and the colour scale runs from 0 to at least 2
+    (more when a map is more peaked), with a colour bar. So an untrained
+    block's nearly uniform map looks flat, not sharply peaked.
+
     Args:
         image: `[H, W, 3]` RGB array in [0, 255] or [0, 1].
-        maps: `[num_maps, h, w]` from `context_attention`.
+        maps: `[num_maps, h, w]` from `context_attention` (at least one map).
         path: output file (`.png`).
         titles: optional title per map.
         query_points: optional `(row, col)` fractions, one per map, marked
@@ -89,15 +94,20 @@ def plot_attention(image, maps, path, titles=None, query_points=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    image = np.asarray(image, "float32")
+    image, maps = _checked_figure_inputs(image, maps, titles, query_points)
     image = image / 255.0 if image.max() > 1.0 else image
-    figure, axes = plt.subplots(1, len(maps) + 1, figsize=(3 * (len(maps) + 1), 3))
+    relative = maps * maps.shape[1] * maps.shape[2]
+    top = max(2.0, float(relative.max()))
+    figure, axes = plt.subplots(1, len(maps) + 1, figsize=(3 * (len(maps) + 1) + 1, 3),
+                                squeeze=False)
+    axes = axes[0]
     axes[0].imshow(np.clip(image, 0, 1))
     axes[0].set_title("image")
     extent = (0, image.shape[1], image.shape[0], 0)
-    for index, (axis, attention) in enumerate(zip(axes[1:], maps)):
+    for index, (axis, attention) in enumerate(zip(axes[1:], relative)):
         axis.imshow(np.clip(image, 0, 1))
-        axis.imshow(attention, cmap="jet", alpha=0.55, extent=extent, interpolation="bilinear")
+        shown = axis.imshow(attention, cmap="jet", alpha=0.55, extent=extent,
+                            interpolation="bilinear", vmin=0.0, vmax=top)
         if query_points is not None:
             row, col = query_points[index]
             axis.plot(col * image.shape[1], row * image.shape[0], "w+", markersize=14, mew=3)
@@ -105,9 +115,29 @@ def plot_attention(image, maps, path, titles=None, query_points=None):
     for axis in axes:
         axis.axis("off")
     figure.tight_layout()
+    figure.colorbar(shown, ax=list(axes[1:]), fraction=0.05,
+                    label="attention x h*w (1 = uniform)")
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def _checked_figure_inputs(image, maps, titles, query_points):
+    """`(image, maps)` as float arrays, after checking what `plot_attention` needs."""
+    image, maps = np.asarray(image, "float32"), np.asarray(maps, "float32")
+    if image.ndim != 3 or image.shape[-1] != 3 or 0 in image.shape:
+        raise ValueError(f"`image` must be one non-empty [height, width, 3] RGB image; "
+                         f"received shape {image.shape}.")
+    if maps.ndim != 3 or 0 in maps.shape:
+        raise ValueError(f"`maps` must be [num_maps, height, width] with at least one "
+                         f"non-empty map; received shape {maps.shape}.")
+    if not np.isfinite(maps).all():
+        raise ValueError("`maps` must be finite; received NaN or infinite weights.")
+    for name, values in (("titles", titles), ("query_points", query_points)):
+        if values is not None and len(values) != len(maps):
+            raise ValueError(f"`{name}` must have one entry per map ({len(maps)}); received "
+                             f"{len(values)}.")
+    return image, maps
 
 
 def _attention_layer(model, layer_name):

@@ -34,6 +34,8 @@ def strongest_relations(attention, top=10, exclude_self=True):
     if weights.ndim != 2 or weights.shape[0] != weights.shape[1]:
         raise ValueError("`attention` must have shape [heads, N, N] or [N, N]; received "
                          f"shape {np.shape(attention)}.")
+    if not np.isfinite(weights).all():
+        raise ValueError("`attention` must be finite; received NaN or infinite weights.")
     if exclude_self:
         weights = np.where(np.eye(len(weights), dtype=bool), -np.inf, weights)
     order = np.argsort(-weights, axis=None, kind="stable")[:top]
@@ -46,7 +48,8 @@ def plot_relations(image, boxes, attention, path, top=10, box_format="yxyx", lab
     """Saves the image with its boxes and the `top` strongest relations as a PNG.
 
     A relation is an arrow from the query box centre to the key box centre,
-    as thick and opaque as its weight is large relative to the strongest.
+    as thick and opaque as its weight is large relative to the strongest;
+    pairs of weight 0 are not drawn.
 
     Args:
         image: `[H, W, 3]` RGB in [0, 255] or [0, 1].
@@ -74,6 +77,13 @@ def plot_relations(image, boxes, attention, path, top=10, box_format="yxyx", lab
     boxes = np.asarray(boxes, np.float64)
     if boxes.ndim != 2 or boxes.shape[-1] != 4:
         raise ValueError(f"`boxes` must have shape [N, 4]; received shape {boxes.shape}.")
+    if np.shape(attention)[-2:] != (len(boxes), len(boxes)):
+        raise ValueError(f"`attention` must relate the {len(boxes)} boxes ([heads, "
+                         f"{len(boxes)}, {len(boxes)}] or [{len(boxes)}, {len(boxes)}]); "
+                         f"received shape {np.shape(attention)}.")
+    if labels is not None and len(labels) != len(boxes):
+        raise ValueError(f"`labels` must have one entry per box ({len(boxes)}); received "
+                         f"{len(labels)}.")
     y1, x1, y2, x2 = (boxes.T if box_format == "yxyx" else boxes[:, [1, 0, 3, 2]].T)
     image = np.asarray(image, "float32")
     image = image / 255.0 if image.max() > 1.0 else image
@@ -85,7 +95,8 @@ def plot_relations(image, boxes, attention, path, top=10, box_format="yxyx", lab
         if labels is not None:
             axis.text(x1[index], y1[index], str(labels[index]), color="black", fontsize=8,
                       backgroundcolor="yellow")
-    relations = strongest_relations(attention, top)
+    # Zero weights are no relations (an all-zero map draws none).
+    relations = [pair for pair in strongest_relations(attention, top) if pair[2] > 0]
     strongest = relations[0][2] if relations else 1.0
     centre = lambda i: ((x1[i] + x2[i]) / 2, (y1[i] + y2[i]) / 2)
     for query, key, weight in relations:
