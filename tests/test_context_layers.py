@@ -32,8 +32,8 @@ def test_global_context_matches_numpy_spec(pooling, fusion, transform):
     layer = randomised(GlobalContext(ratio=1 / 4, pooling=pooling, fusion=fusion,
                                      transform=transform), inputs.shape)
     want = numpy_global_context(
-        inputs, numpy_of(layer.pooling_weights),
-        {kind: numpy_of(weights) for kind, weights in layer.transforms.items()},
+        inputs, numpy_of(layer.family_weights.pooling),
+        {kind: numpy_of(weights) for kind, weights in layer.family_weights.transforms.items()},
         pooling, transform)
     np.testing.assert_allclose(layer(inputs).numpy(), want, atol=1e-5, rtol=1e-5)
 
@@ -45,10 +45,11 @@ def test_non_local_matches_numpy_spec(mode, sub_sample, use_scale):
     inputs = np.random.default_rng(2).normal(size=(2, 5, 6, 8)).astype("float32")
     layer = randomised(NonLocal2D(mode=mode, sub_sample=sub_sample, use_scale=use_scale),
                        inputs.shape)
-    concat = None if layer.concat_kernel is None else layer.concat_kernel.numpy()
+    concat_kernel = layer.family_weights.concat_kernel
+    concat = None if concat_kernel is None else concat_kernel.numpy()
     want = numpy_non_local(
         inputs, *[None if w is None else numpy_of(w) for w in (
-            layer.theta_weights, layer.phi_weights, layer.g_weights, layer.output_weights)],
+            layer.family_weights[:4])],
         mode=mode, sub_sample=sub_sample, use_scale=use_scale, concat=concat)
     np.testing.assert_allclose(layer(inputs).numpy(), want, atol=1e-5, rtol=1e-5)
 
@@ -92,10 +93,10 @@ def test_embedded_gaussian_with_zero_theta_kernel_equals_a_simplified_non_local(
     # the linear transform W_g W_z, bias b_g W_z + b_z.
     inputs = np.random.default_rng(7).normal(size=(2, 5, 6, 8)).astype("float32")
     nl = randomised(NonLocal2D(), inputs.shape, seed=8)
-    nl.theta_weights[0].assign(tf.zeros_like(nl.theta_weights[0]))
+    theta = nl.family_weights.theta
+    theta[0].assign(tf.zeros_like(theta[0]))
     (_, theta_bias), (phi_kernel, _), (g_kernel, g_bias), (out_kernel, out_bias) = [
-        [w.numpy() for w in pair] for pair in
-        (nl.theta_weights, nl.phi_weights, nl.g_weights, nl.output_weights)]
+        [w.numpy() for w in pair] for pair in nl.family_weights[:4]]
     snl = SimplifiedNonLocal2D()
     snl.build(inputs.shape)
     snl.set_weights([phi_kernel @ theta_bias[:, None] / np.sqrt(len(theta_bias)), np.zeros(1),

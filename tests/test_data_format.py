@@ -66,7 +66,7 @@ def test_applications_refuse_channels_first(channels_first, application):
 
 def test_garden_layers_are_channels_last_even_when_keras_is_not(channels_first):
     layer = garden_layers.GlobalContext(ratio=1 / 4)
-    assert layer.spec.data_format == "channels_last"
+    assert layer.get_config()["data_format"] == "channels_last"
     assert layer(tf.ones([1, 5, 5, 8])).shape == (1, 5, 5, 8)
     with pytest.raises(ValueError, match="Model Garden layers take NHWC inputs"):
         garden_layers.LocalRelation2D(kernel_size=3, channels_per_group=4,

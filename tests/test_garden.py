@@ -1,5 +1,7 @@
-"""keras_relnet.garden: tf_keras layers equal the Keras 3 ones; the backbones build and
-train in Model Garden's image-classification task; config errors are clear."""
+"""keras_relnet.garden: the tf_keras layers train and regularise in Model Garden's
+backbones (their equality with the Keras 3 layers is `test_two_fronts.py`); the
+backbones build and train in Model Garden's image-classification task; config errors
+are clear."""
 
 import glob
 import subprocess
@@ -18,74 +20,14 @@ from keras_relnet.applications.lrnet import lrnet_endpoints
 from keras_relnet.applications.resnet import resnet_endpoints
 from keras_relnet.garden import Backbone, LRNetBackbone, RelationBackbone
 from keras_relnet.garden import layers as garden_layers
+from keras_relnet.garden.backbones import garden_kit
 from official.core import exp_factory, task_factory, train_lib
 from official.vision.configs import common
 from official.vision.modeling.backbones import factory
 
-LAYERS = {
-    "LocalRelation2D": dict(kernel_size=3, channels_per_group=4, strides=2),
-    "GlobalContext": dict(ratio=1 / 4, fusion=("add", "multiply")),
-    "SimplifiedNonLocal2D": {},
-    "SqueezeExcitation": dict(ratio=1 / 4),
-    "NonLocal2D": dict(mode="dot_product"),
-}
-
-
 def perturbed(weights, seed=0):
     rng = np.random.default_rng(seed)
     return [w + rng.normal(size=w.shape).astype("float32") * 0.1 for w in weights]
-
-
-@pytest.mark.parametrize("name", sorted(LAYERS))
-def test_tf_keras_layer_equals_the_keras3_layer_with_the_same_weights(name):
-    x = np.random.default_rng(0).normal(size=(2, 9, 9, 16)).astype("float32")
-    keras3 = getattr(keras3_layers, name)(**LAYERS[name])
-    garden = getattr(garden_layers, name)(**LAYERS[name])
-    keras3(x), garden(x)
-    assert [w.shape for w in garden.get_weights()] == [w.shape for w in keras3.get_weights()]
-    assert len(garden.trainable_weights) == len(keras3.trainable_weights) > 0
-    keras3.set_weights(perturbed(keras3.get_weights()))
-    garden.set_weights(keras3.get_weights())  # Keras 3 -> tf_keras
-    np.testing.assert_allclose(garden(x), keras3(x), rtol=1e-5, atol=1e-6)
-    garden.set_weights(perturbed(garden.get_weights(), seed=1))
-    keras3.set_weights(garden.get_weights())  # tf_keras -> Keras 3
-    np.testing.assert_allclose(keras3(x), garden(x), rtol=1e-5, atol=1e-6)
-    assert tuple(garden.compute_output_shape(x.shape)) == tuple(keras3(x).shape)
-
-
-@pytest.mark.parametrize("name", sorted(LAYERS))
-def test_tf_keras_layer_config_round_trip_and_gradients(name):
-    layer = getattr(garden_layers, name)(name="relation", **LAYERS[name])
-    x = tf.random.normal((1, 8, 8, 16))
-    with tf.GradientTape() as tape:
-        y = layer(x)
-        loss = tf.reduce_sum(y * y)
-    gradients = tape.gradient(loss, layer.trainable_weights)
-    assert all(g is not None for g in gradients)
-    clone = type(layer).from_config(layer.get_config())
-    clone(x)
-    clone.set_weights(layer.get_weights())
-    np.testing.assert_allclose(clone(x), y, rtol=1e-6)
-    assert clone.name == "relation"
-
-
-@pytest.mark.parametrize("name", sorted(LAYERS))
-def test_tf_keras_layer_under_mixed_bfloat16_computes_in_bfloat16(name):
-    x = np.random.default_rng(0).normal(size=(2, 9, 9, 16)).astype("float32")
-    reference = getattr(garden_layers, name)(**LAYERS[name])
-    expected = reference(x)
-    tf_keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        layer = getattr(garden_layers, name)(**LAYERS[name])
-        layer(x)
-        layer.set_weights(reference.get_weights())
-        outputs = layer(x)
-    finally:
-        tf_keras.mixed_precision.set_global_policy("float32")
-    assert outputs.dtype == tf.bfloat16
-    assert all(weight.dtype == tf.float32 for weight in layer.weights)
-    scale = float(np.abs(expected).max())
-    assert float(np.abs(tf.cast(outputs, tf.float32) - expected).max()) < 0.05 * scale
 
 
 def test_tf_keras_layers_train_under_mirrored_strategy(two_cpu_strategy):
@@ -115,13 +57,14 @@ def test_tf_keras_layer_rejects_bad_options_like_the_keras3_layer():
         garden_layers.LocalRelation2D(channels_per_group=3)(tf.ones((1, 4, 4, 8)))
 
 
-def test_local_relation_applies_a_tf_keras_regularizer_to_its_projections():
-    layer = garden_layers.LocalRelation2D(kernel_size=3, channels_per_group=4,
-                                          kernel_regularizer=tf_keras.regularizers.l2(0.1))
-    layer(tf.ones((1, 5, 5, 8)))
-    expected = 0.1 * sum(float(tf.reduce_sum(w * w)) for w in
-                         (layer.query_kernel, layer.key_kernel, layer.value_kernel))
-    assert float(tf.add_n(layer.losses)) == pytest.approx(expected, rel=1e-5)
+def test_backbone_regularises_every_relation_and_context_kernel():
+    backbone = RelationBackbone("resnet_context", 26, tf_keras.layers.InputSpec(
+        shape=[None, 64, 64, 3]), kit=garden_kit(l2_regularizer=tf_keras.regularizers.l2(1e-4)),
+        context_block="gc")
+    blocks = [layer for layer in backbone.layers if isinstance(layer, garden_layers.GlobalContext)]
+    assert blocks
+    for block in blocks:  # attention kernel and the two bottleneck kernels
+        assert len(block.losses) == 3, block.name
 
 
 @pytest.mark.parametrize("architecture, endpoints_of, options", [

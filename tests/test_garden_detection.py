@@ -191,32 +191,6 @@ def test_end_to_end_relation_faster_rcnn_trains_evaluates_and_exports(coco_dir, 
     assert detections["detection_boxes"].shape == (1, 10, 4)
 
 
-def test_duplicate_removal_equals_the_keras3_layer():
-    options = dict(top_k=5, embedding_dim=16, rank_dim=32, num_heads=2, key_dim=4)
-    keras3 = keras3_layers.DuplicateRemoval(**options)
-    garden = garden_layers.DuplicateRemoval(**options)
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(2, 7, 8)).astype("float32")
-    scores = rng.uniform(size=(2, 7, 3)).astype("float32")
-    corners = rng.uniform(0, 50, (2, 7, 3, 2, 2))
-    boxes = np.concatenate([corners.min(3), corners.max(3) + 3], -1).astype("float32")
-    mask = np.ones((2, 7), bool)
-    mask[1, -3:] = False
-    keras3(scores, boxes, features, mask)
-    garden(features, scores=scores, boxes=boxes, roi_mask=mask)
-    keras3.set_weights([w + rng.normal(size=w.shape).astype("float32") * 0.1
-                        for w in keras3.get_weights()])
-    garden.set_weights(keras3.get_weights())
-    expected = keras3(scores, boxes, features, mask)
-    for key, value in garden(features, scores=scores, boxes=boxes, roi_mask=mask).items():
-        np.testing.assert_allclose(value, expected[key], rtol=1e-5, atol=1e-6)
-    for key, value in garden.detect(features, scores=scores, boxes=boxes).items():
-        np.testing.assert_allclose(value, keras3.detect(scores, boxes, features)[key],
-                                   rtol=1e-5, atol=1e-6)
-    config = garden.get_config()
-    assert garden_layers.DuplicateRemoval.from_config(config).get_config() == config
-
-
 def test_duplicate_removal_under_mixed_bfloat16_keeps_scores_and_boxes_float32():
     options = dict(top_k=5, embedding_dim=16, rank_dim=32, num_heads=2, key_dim=4)
     rng = np.random.default_rng(1)
@@ -238,39 +212,6 @@ def test_duplicate_removal_under_mixed_bfloat16_keeps_scores_and_boxes_float32()
     np.testing.assert_allclose(outputs["scores"], expected["scores"], atol=0.01)
 
 
-def test_detection_head_equals_the_keras3_relation_box_head():
-    keras3 = keras3_layers.RelationBoxHead(num_classes=3, fc_dim=32, num_heads=4)
-    garden = garden_layers.RelationDetectionHead(num_classes=3, fc_dims=32, num_relation_heads=4)
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(2, 6, 7, 7, 8)).astype("float32")
-    corners = rng.uniform(0, 100, (2, 6, 2, 2))
-    rois = np.concatenate([corners.min(axis=2), corners.max(axis=2) + 5], -1).astype("float32")
-    mask = np.ones((2, 6), bool)
-    mask[:, -2:] = False
-    keras3(features, rois, mask)
-    garden(features, rois=rois, roi_mask=mask)
-    assert [w.shape for w in garden.get_weights()] == [w.shape for w in keras3.get_weights()]
-    keras3.set_weights([w + rng.normal(size=w.shape).astype("float32") * 0.05
-                        for w in keras3.get_weights()])
-    garden.set_weights(keras3.get_weights())
-    for ours, theirs in zip(garden(features, rois=rois, roi_mask=mask),
-                            keras3(features, rois, mask)):
-        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
-
-
-def test_object_relation_equals_the_keras3_layer_and_keeps_boxes_float32():
-    keras3 = keras3_layers.ObjectRelation(num_heads=4)
-    garden = garden_layers.ObjectRelation(num_heads=4)
-    features = tf.random.normal((1, 5, 32))
-    boxes = tf.constant([[[0.0, 0, 10, 10], [0, 5, 10, 20], [5, 5, 9, 9], [1, 1, 3, 3],
-                          [1000.3, 1000.3, 1001.7, 1001.9]]])
-    keras3(features, boxes), garden(features, boxes=boxes)
-    keras3.set_weights([w + 0.05 for w in keras3.get_weights()])
-    garden.set_weights(keras3.get_weights())
-    np.testing.assert_allclose(garden(features, boxes=boxes), keras3(features, boxes),
-                               rtol=1e-5, atol=1e-6)
-
-
 def test_relation_keys_drop_padding_and_ground_truth_rois():
     rois = tf.constant([[[0.0, 0, 10, 10], [0, 0, 0, 0], [5, 5, 9, 9]]])
     np.testing.assert_array_equal(relation_keys(rois), [[True, False, True]])
@@ -280,8 +221,9 @@ def test_relation_keys_drop_padding_and_ground_truth_rois():
 
 @pytest.mark.parametrize("override, message", [
     ({"relation_head": {"num_relation_heads": 12}},
-     r"task.model.relation_head.num_relation_heads \(12\) must divide "
-     r"task.model.detection_head.fc_dims \(1024\)"),
+     r"task.model.relation_head \(fc_dim: task.model.detection_head.fc_dims, num_heads: "
+     r"num_relation_heads\): `num_heads` \(12\) must divide the feature width of `fc_dim`; "
+     r"received width 1024"),
     ({"input_size": [250, 250, 3]},
      r"task.model.input_size \[250, 250, 3\] must be a multiple of 2\*\*max_level = 64"),
     ({"detection_head": {"num_convs": 2}},
@@ -289,8 +231,8 @@ def test_relation_keys_drop_padding_and_ground_truth_rois():
     ({"backbone": {"type": "lrnet", "lrnet": {"model_id": 27}}},
      r"task.model.backbone.lrnet.model_id must be one of"),
     ({"duplicate_removal": {"num_heads": 12}},
-     r"task.model.duplicate_removal.num_heads \(12\) must divide "
-     r"task.model.duplicate_removal.embedding_dim \(128\)"),
+     r"task.model.duplicate_removal: `num_heads` \(12\) must divide the feature width of "
+     r"`embedding_dim`; received width 128"),
     ({"duplicate_removal": {"iou_thresholds": [0.5, 1.5]}},
      r"task.model.duplicate_removal: `iou_thresholds` must be a non-empty sequence"),
 ])

@@ -22,11 +22,11 @@ GRID = list(itertools.product([1, 2], [3, 5, 7], ops.COMPOSABILITIES, [True, Fal
 
 
 def numpy_layer_output(layer, inputs):
-    value_kernel = layer.value_kernel.numpy() if layer.value_projection else None
-    geometry = [w.numpy() for w in (layer.geometry_hidden_kernel, layer.geometry_hidden_bias,
-                                    layer.geometry_output_kernel, layer.geometry_output_bias)]
+    weights = layer.family_weights
+    value_kernel = weights.value_kernel.numpy() if layer.value_projection else None
+    geometry = [w.numpy() for w in weights.geometry]
     return numpy_local_relation_2d(
-        inputs, layer.query_kernel.numpy(), layer.key_kernel.numpy(), value_kernel,
+        inputs, weights.query_kernel.numpy(), weights.key_kernel.numpy(), value_kernel,
         geometry, layer.kernel_size, layer.strides, layer.dilation_rate,
         layer.composability, layer.scale)
 
@@ -143,7 +143,7 @@ def test_mixed_precision_outputs_are_finite_and_close_to_float32(policy, dtype):
     mixed.build(inputs.shape)
     mixed.set_weights(full.get_weights())
     output = mixed(inputs)
-    assert output.dtype == dtype and mixed.query_kernel.dtype == "float32"
+    assert output.dtype == dtype and mixed.family_weights.query_kernel.dtype == "float32"
     assert np.isfinite(tf.cast(output, tf.float32).numpy()).all()
     # Logits reach ~1e5 here: a float16 softmax would overflow to NaN. The
     # softmax is nearly an argmax at that scale, so the half-precision inputs

@@ -34,7 +34,7 @@ def built_layer(features, boxes, seed=0, scale=0.3, **kwargs):
 
 
 def relation_weights(layer):
-    return [w.numpy().astype(np.float64) for w in layer.relation_weights if w is not None]
+    return [w.numpy().astype(np.float64) for w in layer.family_weights if w is not None]
 
 
 @pytest.mark.parametrize("box_format", ["yxyx", "xyxy"])
@@ -110,7 +110,7 @@ def test_degenerate_inputs_give_finite_outputs(count):
         outputs, attention = layer(features, boxes, key_mask=mask, return_attention_scores=True)
         assert outputs.shape == (2, count, 8)
         assert np.isfinite(outputs.numpy()).all() and np.isfinite(attention.numpy()).all()
-    bias = layer.relation_weights.output_bias.numpy()
+    bias = layer.family_weights.output_bias.numpy()
     np.testing.assert_allclose(layer(features, boxes, key_mask=no_keys).numpy(),
                                np.broadcast_to(bias, (2, count, 8)))
 
@@ -242,7 +242,7 @@ def test_a_non_finite_box_is_not_a_key_and_leaves_the_others_exact(bad, residual
     others[0, 2] = False
     np.testing.assert_array_equal(got.numpy()[others], want.numpy()[others])
     # Its own row: the relation of a query with no keys, the output bias.
-    bias = layer.relation_weights.output_bias.numpy()
+    bias = layer.family_weights.output_bias.numpy()
     own = np.maximum(features[0, 2] + bias, 0) if residual else bias
     np.testing.assert_allclose(got.numpy()[0, 2], own, atol=1e-6)
     assert np.isfinite(attention.numpy()).all() and not attention.numpy()[0, :, :, 2].any()

@@ -29,7 +29,7 @@ def numpy_head(head, features, boxes, mask=None):
         kernel, bias = (w.numpy() for w in fc.weights)
         hidden = hidden @ kernel + bias
         if relation is not None:
-            weights = [w.numpy() for w in relation.relation_weights]
+            weights = [w.numpy() for w in relation.family_weights]
             hidden = hidden + numpy_relation(hidden, boxes, weights, 2, mask)[0]
         hidden = np.maximum(hidden, 0)
     linear = lambda layer: hidden @ layer.weights[0].numpy() + layer.weights[1].numpy()

@@ -59,7 +59,7 @@ class LayerKit(NamedTuple):
 
     def relation(self, kind, name, **kwargs):
         """A relation layer of `kind` ("local_relation", "gc", "snl", "se" or "nl")."""
-        if kind == "local_relation" and self.kernel_regularizer is not None:
+        if self.kernel_regularizer is not None:
             kwargs["kernel_regularizer"] = self.kernel_regularizer
         return self.relation_layers[kind](name=name, **kwargs)
 

@@ -14,10 +14,12 @@ from official.vision.configs import backbones
 from official.vision.configs import image_classification
 from official.vision.configs import maskrcnn as maskrcnn_config
 
-from keras_relnet import layers as keras3_layers
 from keras_relnet.applications.context_plan import context_plan
 from keras_relnet.applications.lrnet import STAGE_DEPTHS as LRNET_DEPTHS
 from keras_relnet.applications.resnet import STAGE_DEPTHS as RESNET_DEPTHS
+from keras_relnet.families.box_head import BoxHeadOptions
+from keras_relnet.families.duplicate_removal import DuplicateRemovalOptions
+from keras_relnet.families.local_relation import LocalRelationOptions
 from keras_relnet.ops import checks
 
 
@@ -96,9 +98,9 @@ def check_backbone(backbone, path):
                      config.context_ratio)
         if backbone.type == "lrnet":
             checks.check_positive_number("width_multiplier", config.width_multiplier)
-            keras3_layers.LocalRelation2D(kernel_size=config.kernel_size,
-                                          channels_per_group=config.channels_per_group,
-                                          implementation=config.implementation)
+            LocalRelationOptions(kernel_size=config.kernel_size,
+                                 channels_per_group=config.channels_per_group,
+                                 implementation=config.implementation)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
 
@@ -125,11 +127,14 @@ def check_detection_model(model, path):
     relation = getattr(model, "relation_head", None)
     if relation is None or not relation.use_relation:
         return
-    fc_dims = model.detection_head.fc_dims
-    if fc_dims % relation.num_relation_heads:
-        raise ValueError(
-            f"{path}.relation_head.num_relation_heads ({relation.num_relation_heads}) must "
-            f"divide {path}.detection_head.fc_dims ({fc_dims}).")
+    head = model.detection_head
+    try:
+        BoxHeadOptions(model.num_classes, fc_dim=head.fc_dims, num_fcs=head.num_fcs,
+                       num_heads=relation.num_relation_heads, geometry_dim=relation.geometry_dim,
+                       query_chunk_size=relation.query_chunk_size)
+    except ValueError as error:
+        raise ValueError(f"{path}.relation_head (fc_dim: {path}.detection_head.fc_dims, "
+                         f"num_heads: num_relation_heads): {error}") from None
     if model.detection_head.num_convs:
         raise ValueError(
             f"{path}.detection_head.num_convs must be 0 with the relation head (the 2fc "
@@ -143,11 +148,8 @@ def check_duplicate_removal(config, path):
         config: a `DuplicateRemovalHead` config.
         path: where it is in the experiment, for the message.
     """
-    if config.embedding_dim % config.num_heads:
-        raise ValueError(f"{path}.num_heads ({config.num_heads}) must divide "
-                         f"{path}.embedding_dim ({config.embedding_dim}).")
     try:
-        keras3_layers.DuplicateRemoval(
+        DuplicateRemovalOptions(
             top_k=config.top_k, iou_thresholds=config.iou_thresholds,
             embedding_dim=config.embedding_dim, rank_dim=config.rank_dim,
             num_heads=config.num_heads, key_dim=config.key_dim,

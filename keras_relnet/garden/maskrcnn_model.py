@@ -192,5 +192,6 @@ def build_relation_rcnn(input_specs, model_config, l2_regularizer=None):
             geometry_dim=learned_nms.geometry_dim,
             query_chunk_size=learned_nms.query_chunk_size,
             max_detections=decoder["max_num_detections"],
-            score_threshold=learned_nms.score_threshold, name="duplicate_removal")
+            score_threshold=learned_nms.score_threshold, kernel_regularizer=l2_regularizer,
+            name="duplicate_removal")
     return RelationMaskRCNNModel(**components)

@@ -3,18 +3,17 @@
 import keras
 import tensorflow as tf
 
+from keras_relnet.families import duplicate_removal as family
+from keras_relnet.families.duplicate_removal import DuplicateRemovalOptions
+from keras_relnet.families.options import OptionsAttributes
 from keras_relnet.layers.box_inputs import BoxInputLayer
 from keras_relnet.layers.object_relation import ObjectRelation
 from keras_relnet.ops import checks
-from keras_relnet.ops.duplicate_removal import (
-    IOU_THRESHOLDS,
-    learned_detections,
-    refine_candidates,
-)
+from keras_relnet.ops.duplicate_removal import IOU_THRESHOLDS, learned_detections
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
-class DuplicateRemoval(BoxInputLayer):
+class DuplicateRemoval(OptionsAttributes, BoxInputLayer):
     """Learned duplicate removal, the network that replaces NMS (CVPR 2018).
 
     Per class, the top `top_k` RoIs by score are the candidates. Each gets
@@ -44,6 +43,7 @@ class DuplicateRemoval(BoxInputLayer):
             query_chunk_size: the `ObjectRelation` arguments (paper: 16
             heads of key width 64).
         max_detections, score_threshold: what `detect` keeps.
+        kernel_regularizer: regularizer of every kernel.
         **kwargs: base `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -70,31 +70,16 @@ class DuplicateRemoval(BoxInputLayer):
     def __init__(self, top_k=100, iou_thresholds=IOU_THRESHOLDS, embedding_dim=128,
                  rank_dim=1024, num_heads=16, key_dim=64, geometry_dim=64, box_format="yxyx",
                  size_offset=0.0, query_chunk_size=32, max_detections=100,
-                 score_threshold=1e-3, **kwargs):
+                 score_threshold=1e-3, kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        self.top_k = checks.check_positive_int("top_k", top_k)
-        self.iou_thresholds = tuple(float(t) for t in iou_thresholds)
-        if not self.iou_thresholds or not all(0 < t < 1 for t in self.iou_thresholds):
-            raise ValueError("`iou_thresholds` must be a non-empty sequence of values in "
-                             f"(0, 1); received {iou_thresholds!r}.")
-        self.embedding_dim = checks.check_positive_int("embedding_dim", embedding_dim)
-        self.rank_dim = checks.check_positive_int("rank_dim", rank_dim)
-        if rank_dim % 2:
-            raise ValueError(f"`rank_dim` must be even (sines and cosines); received {rank_dim}.")
-        self.max_detections = checks.check_positive_int("max_detections", max_detections)
-        self.score_threshold = checks.check_finite_number("score_threshold", score_threshold)
-        self.relation_config = dict(
-            num_heads=num_heads, key_dim=key_dim, geometry_dim=geometry_dim,
-            box_format=box_format, size_offset=size_offset, query_chunk_size=query_chunk_size)
-        dense = lambda units, name, **extra: keras.layers.Dense(
-            units, name=name, dtype=self.dtype_policy,
-            kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), **extra)
-        self.rank_embedding = dense(embedding_dim, "rank_embedding")
-        self.appearance_embedding = dense(embedding_dim, "appearance_embedding")
-        self.relation = ObjectRelation(**self.relation_config, residual=True, name="relation",
-                                       dtype=self.dtype_policy)
-        self.classifier = dense(len(self.iou_thresholds), "threshold_logits",
-                                bias_initializer=keras.initializers.Constant(-3.0))
+        self.options = DuplicateRemovalOptions(
+            top_k, iou_thresholds, embedding_dim, rank_dim, num_heads, key_dim, geometry_dim,
+            box_format, size_offset, query_chunk_size, max_detections, score_threshold)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        (self.rank_embedding, self.appearance_embedding, self.relation,
+         self.classifier) = family.create_layers(keras.layers, ObjectRelation, self.options,
+                                                 self.kernel_regularizer,
+                                                 dtype=self.dtype_policy)
 
     def build(self, scores_shape, boxes_shape, features_shape, roi_mask_shape=None):
         scores = checks.check_rank("scores", scores_shape, 3, "[batch, rois, classes]")
@@ -114,10 +99,9 @@ class DuplicateRemoval(BoxInputLayer):
         self.classifier.build((None, None, self.embedding_dim))
 
     def call(self, scores, boxes, features, roi_mask=None):
-        return refine_candidates(
-            scores, boxes, features, self.top_k, self.rank_dim, self.appearance_embedding,
-            self.rank_embedding, lambda x, b, mask: self.relation(x, b, key_mask=mask),
-            self.classifier, roi_mask)
+        sub_layers = family.DuplicateRemovalLayers(self.rank_embedding, self.appearance_embedding,
+                                                   self.relation, self.classifier)
+        return family.forward(scores, boxes, features, sub_layers, self.options, roi_mask)
 
     def detect(self, scores, boxes, features, roi_mask=None):
         """Detections, a drop-in for `tf.image.combined_non_max_suppression`.
@@ -152,14 +136,5 @@ class DuplicateRemoval(BoxInputLayer):
                 "valid": candidates, "indices": candidates}
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            top_k=self.top_k,
-            iou_thresholds=list(self.iou_thresholds),
-            embedding_dim=self.embedding_dim,
-            rank_dim=self.rank_dim,
-            max_detections=self.max_detections,
-            score_threshold=self.score_threshold,
-            **self.relation_config,
-        )
-        return config
+        return {**super().get_config(), **self.options.to_config(),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)}

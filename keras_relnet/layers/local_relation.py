@@ -2,18 +2,15 @@
 
 import keras
 
+from keras_relnet.families import local_relation as family
+from keras_relnet.families.local_relation import LocalRelationOptions
+from keras_relnet.families.options import OptionsAttributes
 from keras_relnet.layers.image_layer import ImageLayer
-from keras_relnet.ops import checks, local_relation_dispatch
-from keras_relnet.ops.local_relation import (
-    COMPOSABILITIES,
-    STRIDES,
-    local_relation_2d,
-    output_size,
-)
+from keras_relnet.ops import local_relation_dispatch
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
-class LocalRelation2D(ImageLayer):
+class LocalRelation2D(OptionsAttributes, ImageLayer):
     """Local relation layer: adaptive k x k aggregation, a convolution replacement.
 
     Each output pixel aggregates its k x k input window with weights computed
@@ -91,137 +88,31 @@ class LocalRelation2D(ImageLayer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.kernel_size = checks.check_odd_positive_int("kernel_size", kernel_size)
-        self.channels_per_group = checks.check_positive_int(
-            "channels_per_group", channels_per_group
-        )
-        self.strides = checks.check_choice("strides", strides, STRIDES)
-        self.dilation_rate = checks.check_positive_int("dilation_rate", dilation_rate)
-        self.composability = checks.check_choice(
-            "composability", composability, COMPOSABILITIES
-        )
-        self.value_projection = bool(value_projection)
-        self.geometry_hidden_units = (
-            None
-            if geometry_hidden_units is None
-            else checks.check_positive_int(
-                "geometry_hidden_units", geometry_hidden_units
-            )
-        )
-        self.scale = checks.check_finite_number("scale", scale)
-        self.implementation = checks.check_choice(
-            "implementation", implementation, local_relation_dispatch.IMPLEMENTATIONS
-        )
-        self.supports_jit = local_relation_dispatch.supports_jit(self.implementation)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.options = LocalRelationOptions(
+            kernel_size, channels_per_group, strides, dilation_rate, composability,
+            value_projection, geometry_hidden_units, scale, implementation,
+            kernel_initializer, geometry_initializer)
+        self.supports_jit = local_relation_dispatch.supports_jit(self.options.implementation)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.geometry_initializer = keras.initializers.get(geometry_initializer)
-
-    def _checked_channels(self, input_shape):
-        channels = self.checked_channels(input_shape)
-        if channels % self.channels_per_group:
-            raise ValueError(
-                f"`inputs` channels ({channels}) must be divisible by "
-                f"`channels_per_group` ({self.channels_per_group}); received "
-                f"shape {tuple(input_shape)}."
-            )
-        return channels
 
     def build(self, input_shape):
-        channels = self._checked_channels(input_shape)
-        (self.query_kernel, self.key_kernel, self.value_kernel,
-         geometry) = local_relation_weights(
-            self.add_weight, channels, self.channels_per_group, self.value_projection,
-            self.geometry_hidden_units, self.kernel_initializer, self.kernel_regularizer,
-            self.geometry_initializer)
-        (self.geometry_hidden_kernel, self.geometry_hidden_bias,
-         self.geometry_output_kernel, self.geometry_output_bias) = geometry
+        channels = self.checked_channels(input_shape)
+        self.options.groups(channels, input_shape)
+        self.family_weights = family.create_weights(self.add_weight, self.options, channels,
+                                                      self.kernel_regularizer)
         self.expect_channels(channels)
 
     def call(self, inputs):
-        return self.from_nhwc(local_relation_2d(
-            self.to_nhwc(inputs),
-            self.query_kernel,
-            self.key_kernel,
-            self.value_kernel,
-            (
-                self.geometry_hidden_kernel,
-                self.geometry_hidden_bias,
-                self.geometry_output_kernel,
-                self.geometry_output_bias,
-            ),
-            kernel_size=self.kernel_size,
-            strides=self.strides,
-            dilation_rate=self.dilation_rate,
-            composability=self.composability,
-            scale=self.scale,
-            implementation=self.implementation,
-        ))
+        return self.from_nhwc(family.forward(self.to_nhwc(inputs), self.family_weights,
+                                             self.options))
 
     def compute_output_shape(self, input_shape):
-        channels = self._checked_channels(input_shape)
+        channels = self.checked_channels(input_shape)
+        self.options.groups(channels, input_shape)
         batch, height, width, _ = self.nhwc_shape(input_shape)
-        shrink = lambda size: (
-            None if size is None else output_size(size, self.strides)
-        )
-        return self.shape_from_nhwc((batch, shrink(height), shrink(width), channels))
+        size = self.options.output_spatial_size
+        return self.shape_from_nhwc((batch, size(height), size(width), channels))
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            kernel_size=self.kernel_size,
-            channels_per_group=self.channels_per_group,
-            strides=self.strides,
-            dilation_rate=self.dilation_rate,
-            composability=self.composability,
-            value_projection=self.value_projection,
-            geometry_hidden_units=self.geometry_hidden_units,
-            scale=self.scale,
-            implementation=self.implementation,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
-            geometry_initializer=keras.initializers.serialize(
-                self.geometry_initializer
-            ),
-        )
-        return config
-
-
-def local_relation_weights(add_weight, channels, channels_per_group, value_projection,
-                           geometry_hidden_units, kernel_initializer, kernel_regularizer,
-                           geometry_initializer):
-    """Creates the weights of a local relation layer with `add_weight`.
-
-    Shared by the Keras 3 layer and the tf_keras one of `keras_relnet.garden`,
-    so both have the same weights in the same order.
-
-    Args:
-        add_weight: the layer's `add_weight` (Keras 3 or tf_keras).
-        channels: input channels.
-        channels_per_group, value_projection, geometry_hidden_units: the
-            layer's arguments.
-        kernel_initializer, kernel_regularizer: of the key, query and value
-            projections.
-        geometry_initializer: of the geometry prior's kernels.
-
-    Returns:
-        `(query_kernel, key_kernel, value_kernel or None, (hidden_kernel,
-        hidden_bias, output_kernel, output_bias))`, the arguments of
-        `ops.local_relation_2d`.
-    """
-    groups = channels // channels_per_group
-    hidden = geometry_hidden_units or max(groups, 8)
-    projection = dict(initializer=kernel_initializer, regularizer=kernel_regularizer)
-    query = add_weight(name="query_kernel", shape=(channels, groups), **projection)
-    key = add_weight(name="key_kernel", shape=(channels, groups), **projection)
-    value = (add_weight(name="value_kernel", shape=(channels, channels), **projection)
-             if value_projection else None)
-    geometry = (
-        add_weight(name="geometry_hidden_kernel", shape=(2, hidden),
-                   initializer=geometry_initializer),
-        add_weight(name="geometry_hidden_bias", shape=(hidden,), initializer="zeros"),
-        add_weight(name="geometry_output_kernel", shape=(hidden, groups),
-                   initializer=geometry_initializer),
-        add_weight(name="geometry_output_bias", shape=(groups,), initializer="zeros"),
-    )
-    return query, key, value, geometry
+        return {**super().get_config(), **self.options.to_config(),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)}

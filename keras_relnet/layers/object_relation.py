@@ -3,10 +3,11 @@
 import keras
 import tensorflow as tf
 
+from keras_relnet.families import object_relation as family
+from keras_relnet.families.object_relation import ObjectRelationOptions
+from keras_relnet.families.options import OptionsAttributes
 from keras_relnet.layers.box_inputs import BoxInputLayer
 from keras_relnet.ops import checks
-from keras_relnet.ops.box_geometry import BOX_FORMATS
-from keras_relnet.ops.object_relation import RelationWeights, object_relation
 
 
 def checked_object_inputs(features_shape, boxes_shape, key_mask_shape=None):
@@ -45,7 +46,7 @@ def checked_object_inputs(features_shape, boxes_shape, key_mask_shape=None):
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
-class ObjectRelation(BoxInputLayer):
+class ObjectRelation(OptionsAttributes, BoxInputLayer):
     """Object relation module: attention between objects with a geometric term.
 
     Each object attends to every other (unmasked) object through its
@@ -71,7 +72,10 @@ class ObjectRelation(BoxInputLayer):
             convention).
         query_chunk_size: queries per chunk; bounds the geometry embedding to
             `chunk * N * geometry_dim` floats per image. None: no chunking.
-        kernel_initializer: initializer of every kernel (paper: N(0, 0.01)).
+        kernel_initializer: initializer of every kernel (None: the paper's
+            N(0, 0.01)).
+        kernel_regularizer: regularizer of the query, key, value and geometry
+            kernels.
         **kwargs: base `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -97,40 +101,22 @@ class ObjectRelation(BoxInputLayer):
 
     def __init__(self, num_heads=16, key_dim=None, geometry_dim=64, use_geometry=True,
                  residual=False, box_format="yxyx", size_offset=0.0, query_chunk_size=256,
-                 kernel_initializer=None, **kwargs):
+                 kernel_initializer=None, kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        self.num_heads = checks.check_positive_int("num_heads", num_heads)
-        self.key_dim = None if key_dim is None else checks.check_positive_int("key_dim", key_dim)
-        self.geometry_dim = checks.check_positive_int("geometry_dim", geometry_dim)
-        if geometry_dim % 8:
-            raise ValueError(f"`geometry_dim` must be a multiple of 8 (4 coordinates x sines "
-                             f"and cosines); received {geometry_dim}.")
-        self.use_geometry = bool(use_geometry)
-        self.residual = bool(residual)
-        self.box_format = checks.check_choice("box_format", box_format, BOX_FORMATS)
-        self.size_offset = checks.check_finite_number("size_offset", size_offset)
-        self.query_chunk_size = (None if query_chunk_size is None else
-                                 checks.check_positive_int("query_chunk_size", query_chunk_size))
-        self.kernel_initializer = keras.initializers.get(
-            kernel_initializer or keras.initializers.RandomNormal(stddev=0.01))
+        self.options = ObjectRelationOptions(num_heads, key_dim, geometry_dim, use_geometry,
+                                             residual, box_format, size_offset,
+                                             query_chunk_size, kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
     def build(self, features_shape, boxes_shape, key_mask_shape=None):
         width = checked_object_inputs(features_shape, boxes_shape, key_mask_shape)
-        self.relation_weights = object_relation_weights(
-            self.add_weight, width, self.num_heads, self.key_dim, self.geometry_dim,
-            self.use_geometry, self.kernel_initializer)
+        self.family_weights = family.create_weights(self.add_weight, self.options, width,
+                                                    self.kernel_regularizer)
 
     def call(self, features, boxes, key_mask=None, return_attention_scores=False):
-        features = tf.cast(features, self.compute_dtype)
-        outputs = object_relation(
-            features, boxes, self.relation_weights, self.num_heads, key_mask=key_mask,
-            box_format=self.box_format, size_offset=self.size_offset,
-            geometry_dim=self.geometry_dim, query_chunk_size=self.query_chunk_size,
-            return_attention=return_attention_scores)
-        relation, attention = outputs if return_attention_scores else (outputs, None)
-        if self.residual:
-            relation = tf.nn.relu(features + relation)
-        return (relation, attention) if return_attention_scores else relation
+        return family.forward(tf.cast(features, self.compute_dtype), boxes, self.family_weights,
+                              self.options, key_mask=key_mask,
+                              return_attention=return_attention_scores)
 
     def compute_output_shape(self, features_shape, boxes_shape, key_mask_shape=None):
         checked_object_inputs(features_shape, boxes_shape, key_mask_shape)
@@ -149,44 +135,5 @@ class ObjectRelation(BoxInputLayer):
                                           dtype=attention_dtype)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_heads=self.num_heads,
-            key_dim=self.key_dim,
-            geometry_dim=self.geometry_dim,
-            use_geometry=self.use_geometry,
-            residual=self.residual,
-            box_format=self.box_format,
-            size_offset=self.size_offset,
-            query_chunk_size=self.query_chunk_size,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-        )
-        return config
-
-
-def object_relation_weights(add_weight, width, num_heads, key_dim, geometry_dim, use_geometry,
-                            kernel_initializer):
-    """Creates the weights of an object relation module with `add_weight`.
-
-    Shared by the Keras 3 layer and the tf_keras one of `keras_relnet.garden`.
-
-    Returns:
-        A `RelationWeights` (geometry weights None without the geometric term).
-    """
-    if width % num_heads:
-        raise ValueError(
-            f"`num_heads` ({num_heads}) must divide the feature width of "
-            f"`features`; received width {width}."
-        )
-    key_width = num_heads * (key_dim or width // num_heads)
-    kernel = lambda name, shape: add_weight(name=name, shape=shape,
-                                            initializer=kernel_initializer)
-    bias = lambda name, size: add_weight(name=name, shape=(size,), initializer="zeros")
-    geometry = ()
-    if use_geometry:
-        geometry = (kernel("geometry_kernel", (geometry_dim, num_heads)),
-                    bias("geometry_bias", num_heads))
-    return RelationWeights(
-        kernel("query_kernel", (width, key_width)), bias("query_bias", key_width),
-        kernel("key_kernel", (width, key_width)), bias("key_bias", key_width),
-        kernel("value_kernel", (width, width)), bias("output_bias", width), *geometry)
+        return {**super().get_config(), **self.options.to_config(),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)}

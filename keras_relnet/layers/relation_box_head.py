@@ -3,13 +3,16 @@
 import keras
 import tensorflow as tf
 
+from keras_relnet.families import box_head as family
+from keras_relnet.families.box_head import BoxHeadOptions
+from keras_relnet.families.options import OptionsAttributes
 from keras_relnet.layers.box_inputs import BoxInputLayer
 from keras_relnet.layers.object_relation import ObjectRelation
-from keras_relnet.ops import checks, object_inputs
+from keras_relnet.ops import checks
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
-class RelationBoxHead(BoxInputLayer):
+class RelationBoxHead(OptionsAttributes, BoxInputLayer):
     """The "2fc+RM" box head of Relation Networks for Object Detection.
 
     Per RoI: flatten -> fc -> (+ relation) -> ReLU, `num_fcs` times, then a
@@ -30,6 +33,8 @@ class RelationBoxHead(BoxInputLayer):
             the `ObjectRelation` arguments.
         class_agnostic_boxes: one box regression for all classes instead of
             one per class.
+        kernel_regularizer: regularizer of every kernel (fcs and relation
+            modules).
         **kwargs: base `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -52,26 +57,20 @@ class RelationBoxHead(BoxInputLayer):
 
     def __init__(self, num_classes, fc_dim=1024, num_fcs=2, use_relation=True, num_heads=16,
                  geometry_dim=64, box_format="yxyx", size_offset=0.0, query_chunk_size=256,
-                 class_agnostic_boxes=False, **kwargs):
+                 class_agnostic_boxes=False, kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        self.num_classes = checks.check_positive_int("num_classes", num_classes)
-        self.fc_dim = checks.check_positive_int("fc_dim", fc_dim)
-        self.num_fcs = checks.check_positive_int("num_fcs", num_fcs)
-        self.use_relation = bool(use_relation)
-        self.class_agnostic_boxes = bool(class_agnostic_boxes)
-        self.relation_config = dict(
-            num_heads=num_heads, geometry_dim=geometry_dim, box_format=box_format,
-            size_offset=size_offset, query_chunk_size=query_chunk_size)
-        dense = lambda units, name, stddev=None: head_dense(
-            keras.layers, units, name, stddev, dtype=self.dtype_policy)
-        self.fcs = [dense(fc_dim, f"fc{index + 6}") for index in range(num_fcs)]
-        self.relations = [
-            ObjectRelation(**self.relation_config, name=f"relation{index + 1}",
-                           dtype=self.dtype_policy)
-            for index in range(num_fcs)] if self.use_relation else []
-        self.classifier = dense(num_classes, "class_logits", 0.01)
-        self.box_regressor = dense(4 * (1 if class_agnostic_boxes else num_classes),
-                                   "box_deltas", 0.001)
+        self.options = BoxHeadOptions(num_classes, fc_dim, num_fcs, use_relation, num_heads,
+                                      geometry_dim, box_format, size_offset, query_chunk_size,
+                                      class_agnostic_boxes)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.fcs, self.relations, self.classifier, self.box_regressor = family.create_layers(
+            keras.layers, ObjectRelation, self.options, self.kernel_regularizer,
+            dtype=self.dtype_policy)
+
+    @property
+    def head_layers(self):
+        return family.BoxHeadLayers(self.fcs, self.relations, self.classifier,
+                                    self.box_regressor)
 
     def build(self, roi_features_shape, boxes_shape, roi_mask_shape=None):
         features = checks.check_rank("roi_features", roi_features_shape, 5,
@@ -80,90 +79,21 @@ class RelationBoxHead(BoxInputLayer):
             raise ValueError("`roi_features` must have known crop height, width and channels; "
                              f"received shape {features}.")
         width = features[2] * features[3] * features[4]
-        for fc, relation in zip(self.fcs, self.relations or [None] * self.num_fcs):
+        for fc, relation in zip(self.fcs, self.relations or [None] * len(self.fcs)):
             fc.build((None, None, width))
-            width = self.fc_dim
+            width = self.options.fc_dim
             if relation is not None:
                 relation.build((None, None, width), boxes_shape, roi_mask_shape)
         self.classifier.build((None, None, width))
         self.box_regressor.build((None, None, width))
 
     def call(self, roi_features, boxes, roi_mask=None):
-        roi_features, boxes, roi_mask = check_box_head_inputs(roi_features, boxes, roi_mask)
-        shape = tf.shape(roi_features)
-        hidden = tf.reshape(roi_features, [shape[0], shape[1], -1])
-        for fc, relation in zip(self.fcs, self.relations or [None] * self.num_fcs):
-            hidden = fc(hidden)
-            if relation is not None:
-                hidden += relation(hidden, boxes, key_mask=roi_mask)
-            hidden = tf.nn.relu(hidden)
-        return self.classifier(hidden), self.box_regressor(hidden)
+        return family.forward(roi_features, boxes, self.head_layers, roi_mask)[:2]
 
     def compute_output_shape(self, roi_features_shape, boxes_shape, roi_mask_shape=None):
         batch, rois = tuple(roi_features_shape)[:2]
-        boxes = 4 * (1 if self.class_agnostic_boxes else self.num_classes)
-        return (batch, rois, self.num_classes), (batch, rois, boxes)
+        return (batch, rois, self.options.num_classes), (batch, rois, self.options.box_outputs)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_classes=self.num_classes,
-            fc_dim=self.fc_dim,
-            num_fcs=self.num_fcs,
-            use_relation=self.use_relation,
-            class_agnostic_boxes=self.class_agnostic_boxes,
-            **self.relation_config,
-        )
-        return config
-
-
-def check_box_head_inputs(roi_features, boxes, roi_mask=None, boxes_name="boxes"):
-    """Checks that a box head's inputs agree on the batch and the RoIs.
-
-    Shared by the Keras 3 head and the tf_keras one of `keras_relnet.garden`
-    (whose boxes are `rois`).
-
-    Args:
-        roi_features: `[batch, rois, height, width, channels]`.
-        boxes: `[batch, rois, 4]`.
-        roi_mask: optional `[batch, rois]` bool.
-        boxes_name: the boxes' argument name, for the messages.
-
-    Returns:
-        `(roi_features, boxes, roi_mask)`, past any run-time assertion.
-
-    Raises:
-        ValueError: naming the two arguments that disagree.
-
-    Example:
-    >>> check_box_head_inputs(tf.zeros([1, 3, 7, 7, 8]), tf.zeros([1, 2, 4]))
-    Traceback (most recent call last):
-    ...
-    ValueError: `roi_features` and `boxes` must have the same rois size; received shapes (1, 3, 7, 7, 8) and (1, 2, 4).
-    """
-    object_inputs.check_rank("roi_features", roi_features, 5,
-                             "[batch, rois, height, width, channels]")
-    object_inputs.check_boxes(boxes_name, boxes)
-    roi_features, boxes = object_inputs.check_same_dims(
-        "roi_features", roi_features, boxes_name, boxes, ((0, 0, "batch"), (1, 1, "rois")))
-    if roi_mask is not None:
-        roi_features, roi_mask = object_inputs.check_object_mask(
-            "roi_mask", roi_mask, "roi_features", roi_features)
-    return roi_features, boxes, roi_mask
-
-
-def head_dense(layers, units, name, stddev=None, **kwargs):
-    """A Dense layer of the box head: N(0, stddev) kernel when given, else Glorot.
-
-    Shared by the Keras 3 head and the tf_keras one of `keras_relnet.garden`.
-
-    Args:
-        layers: `keras.layers` or `tf_keras.layers`.
-        units, name: of the Dense layer.
-        stddev: standard deviation of the kernel (the classifier 0.01, the box
-            regressor 0.001 in the paper); None for the fc layers.
-        **kwargs: more Dense arguments.
-    """
-    initializer = ({"class_name": "RandomNormal", "config": {"stddev": stddev}}
-                   if stddev else "glorot_uniform")
-    return layers.Dense(units, name=name, kernel_initializer=initializer, **kwargs)
+        return {**super().get_config(), **self.options.to_config(),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)}

@@ -2,9 +2,11 @@
 
 import keras
 
+from keras_relnet.families.global_context import (
+    SIMPLIFIED_NON_LOCAL_FIXED,
+    simplified_non_local_options,
+)
 from keras_relnet.layers.global_context import GlobalContext
-
-_FIXED = ("ratio", "pooling", "fusion", "transform", "kernel_initializer")
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
@@ -17,6 +19,7 @@ class SimplifiedNonLocal2D(GlobalContext):
     `transform="linear"`. `W` starts at zero (identity at initialisation).
 
     Args:
+        kernel_regularizer: regularizer of the attention and `W` kernels.
         data_format: None (Keras' `image_data_format()`), "channels_last" or
             "channels_first"; NCHW inputs are transposed to NHWC and back.
         **kwargs: base `keras.layers.Layer` arguments.
@@ -39,17 +42,11 @@ class SimplifiedNonLocal2D(GlobalContext):
     """
 
     def __init__(self, **kwargs):
-        fixed = sorted(set(kwargs) & set(_FIXED))
-        if fixed:
-            raise ValueError(
-                f"SimplifiedNonLocal2D fixes {list(_FIXED)}; received {fixed}. "
-                "Use GlobalContext to choose them."
-            )
-        super().__init__(pooling="attention", fusion=("add",), transform="linear",
-                         **kwargs)
+        options = simplified_non_local_options(kwargs)
+        super().__init__(**options.to_config(), **kwargs)
 
     def get_config(self):
         config = super().get_config()
-        for fixed in _FIXED:
+        for fixed in SIMPLIFIED_NON_LOCAL_FIXED:
             config.pop(fixed)
         return config

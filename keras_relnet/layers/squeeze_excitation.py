@@ -2,13 +2,14 @@
 
 import keras
 
+from keras_relnet.families import squeeze_excitation as family
+from keras_relnet.families.options import OptionsAttributes
+from keras_relnet.families.squeeze_excitation import SqueezeExcitationOptions
 from keras_relnet.layers.image_layer import ImageLayer
-from keras_relnet.ops import checks
-from keras_relnet.ops.context import squeeze_excitation
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
-class SqueezeExcitation(ImageLayer):
+class SqueezeExcitation(OptionsAttributes, ImageLayer):
     """Squeeze-excitation: rescale channels by a gate computed from the mean.
 
     `out = x * sigmoid(W2 ReLU(W1 GAP(x) + b1) + b2)` with `W1: C -> int(C *
@@ -17,6 +18,7 @@ class SqueezeExcitation(ImageLayer):
     Args:
         ratio: reduction, hidden width `int(C * ratio)` (1/16 in the paper).
         kernel_initializer: initializer of both Dense kernels.
+        kernel_regularizer: regularizer of both Dense kernels.
         data_format: None (Keras' `image_data_format()`), "channels_last" or
             "channels_first"; NCHW inputs are transposed to NHWC and back.
         **kwargs: base `keras.layers.Layer` arguments.
@@ -36,41 +38,26 @@ class SqueezeExcitation(ImageLayer):
     TensorShape([1, 5, 5, 8])
     """
 
-    def __init__(self, ratio=1 / 16, kernel_initializer="glorot_uniform", **kwargs):
+    def __init__(self, ratio=1 / 16, kernel_initializer="glorot_uniform",
+                 kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        self.ratio = checks.check_positive_number("ratio", ratio)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.options = SqueezeExcitationOptions(ratio, kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
     def build(self, input_shape):
         channels = self.checked_channels(input_shape)
-        self.kernel1, self.bias1, self.kernel2, self.bias2 = squeeze_excitation_weights(
-            self.add_weight, channels, self.ratio, self.kernel_initializer)
+        self.family_weights = family.create_weights(self.add_weight, self.options, channels,
+                                                self.kernel_regularizer)
         self.expect_channels(channels)
 
     def call(self, inputs):
-        return self.from_nhwc(squeeze_excitation(self.to_nhwc(inputs), self.kernel1, self.bias1,
-                                                 self.kernel2, self.bias2))
+        return self.from_nhwc(family.forward(self.to_nhwc(inputs), self.family_weights,
+                                             self.options))
 
     def compute_output_shape(self, input_shape):
         self.checked_channels(input_shape)
         return tuple(input_shape)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(ratio=self.ratio,
-                      kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
-        return config
-
-
-def squeeze_excitation_weights(add_weight, channels, ratio, kernel_initializer):
-    """Creates the SE weights `(kernel1, bias1, kernel2, bias2)` with `add_weight`.
-
-    Shared by the Keras 3 layer and the tf_keras one of `keras_relnet.garden`.
-    """
-    hidden = checks.checked_reduced_width(channels, ratio, "hidden units")
-    return (
-        add_weight(name="kernel1", shape=(channels, hidden), initializer=kernel_initializer),
-        add_weight(name="bias1", shape=(hidden,), initializer="zeros"),
-        add_weight(name="kernel2", shape=(hidden, channels), initializer=kernel_initializer),
-        add_weight(name="bias2", shape=(channels,), initializer="zeros"),
-    )
+        return {**super().get_config(), **self.options.to_config(),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)}

@@ -175,7 +175,7 @@ def squeeze_excitation(inputs, kernel1, bias1, kernel2, bias2):
     return fuse(inputs, multiply=dense(hidden, kernel2, bias2))
 
 
-def non_local_weights(theta, phi, mode, use_scale=True, concat_weights=None):
+def non_local_pairwise(theta, phi, mode, use_scale=True, concat_weights=None):
     """Pairwise function f of the non-local block, in float32.
 
     Args:
@@ -192,7 +192,7 @@ def non_local_weights(theta, phi, mode, use_scale=True, concat_weights=None):
         `[B, L, L']` float32 weights.
 
     Example:
-    >>> f = non_local_weights(tf.ones([1, 4, 2]), tf.ones([1, 3, 2]), "dot_product")
+    >>> f = non_local_pairwise(tf.ones([1, 4, 2]), tf.ones([1, 3, 2]), "dot_product")
     >>> round(float(f[0, 0, 0]), 4)
     0.6667
     """
@@ -232,7 +232,7 @@ def non_local_2d(inputs, theta_weights, phi_weights, g_weights, output_weights,
             "gaussian" mode (theta = phi = x).
         g_weights: `(kernel [C, C'], bias)`.
         output_weights: `(kernel [C', C], bias)` of W_z.
-        mode, use_scale, concat_weights: as in `non_local_weights`.
+        mode, use_scale, concat_weights: as in `non_local_pairwise`.
         sub_sample: 2x2 max pooling (stride 2, the remainder row/column
             dropped, as in the reference) of phi and g; an axis of size 1 is
             kept as it is.
@@ -255,7 +255,7 @@ def non_local_2d(inputs, theta_weights, phi_weights, g_weights, output_weights,
     g = pool(dense(inputs, *g_weights))
     batch = tf.shape(inputs)[0]
     flat = lambda t: tf.reshape(t, [batch, -1, t.shape[-1]])
-    weights = non_local_weights(flat(theta), flat(phi), mode, use_scale, concat_weights)
+    weights = non_local_pairwise(flat(theta), flat(phi), mode, use_scale, concat_weights)
     aggregated = tf.cast(tf.matmul(weights, at_least_float32(flat(g))), inputs.dtype)
     aggregated = tf.reshape(aggregated, tf.concat([tf.shape(inputs)[:3], [-1]], 0))
     return inputs + dense(aggregated, *output_weights), weights
