@@ -66,4 +66,4 @@ $(INSTALLED): setup.py requirements.txt constraints.txt $(wildcard custom_ops/*.
 	touch $(INSTALLED)
 
 clean:
-	rm -rf $(VENV) build *.egg-info keras_relnet/ops/_local_relation_ops.so
+	rm -rf $(VENV) build *.egg-info keras_relnet/ops/local_relation/_local_relation_ops.so

@@ -32,7 +32,7 @@ setup(
     long_description=pathlib.Path(__file__).with_name("README.md").read_text(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["keras_relnet", "keras_relnet.*"]),
-    package_data={"keras_relnet.ops": ["_local_relation_ops.so"]},
+    package_data={"keras_relnet.ops.local_relation": ["_local_relation_ops.so"]},
     cmdclass={"build_py": BuildPyWithKernels},
     python_requires=">=3.10",
     install_requires=["tensorflow~=2.20.0", "keras>=3.10,<4", "numpy"],

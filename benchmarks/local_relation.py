@@ -63,7 +63,7 @@ def candidates(size, channels):
     relation = relation_inputs(size, channels)
     depthwise = [relation[2], tf.random.normal([KERNEL, KERNEL, channels, 1])]
     run = lambda implementation: (
-        lambda q, k, v, p: ops.local_relation(q, k, v, p, implementation=implementation))
+        lambda q, k, v, p: ops.local_relation_aggregation(q, k, v, p, implementation=implementation))
     return {
         "custom": (run("custom"), relation),
         "reference": (run("reference"), relation),
@@ -129,7 +129,7 @@ def main():
         rows = {}
         for name, (function, inputs) in candidates(size, channels).items():
             rows[name] = measure(function, inputs, repeats)
-        reference = ops.local_relation(*relation_inputs(size, channels),
+        reference = ops.local_relation_aggregation(*relation_inputs(size, channels),
                                        implementation="reference")
         naive = naive_local_relation(*relation_inputs(size, channels))
         np.testing.assert_allclose(naive.numpy(), reference.numpy(), atol=1e-4)

@@ -1,4 +1,4 @@
-"""Builds the custom local relation kernels into `keras_relnet/ops/_local_relation_ops.so`.
+"""Builds the custom local relation kernels into `keras_relnet/ops/local_relation/_local_relation_ops.so`.
 
 g++ compiles the op registration and the CPU kernels with TensorFlow's own
 flags (`tf.sysconfig`); when `nvcc` is found (and `KERAS_RELNET_CUDA` is not
@@ -26,7 +26,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "custom_ops" / "local_relation"
-LIBRARY = ROOT / "keras_relnet" / "ops" / "_local_relation_ops.so"
+LIBRARY = ROOT / "keras_relnet" / "ops" / "local_relation" / "_local_relation_ops.so"
 CPU_SOURCES = ["local_relation_ops.cc"]
 GPU_SOURCES = ["local_relation_gpu.cc"]
 CUDA_SOURCE = "local_relation_kernels.cu"

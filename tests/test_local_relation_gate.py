@@ -23,12 +23,14 @@ from keras_relnet import layers, ops
 from keras_relnet.applications import LRNet26
 from keras_relnet.export import export, run_exported
 from keras_relnet.garden import RelationBackbone
-from keras_relnet.ops import local_relation_dispatch, local_relation_kernel, placement
+from keras_relnet.ops import placement
+from keras_relnet.ops.local_relation import dispatch as local_relation_dispatch
+from keras_relnet.ops.local_relation import kernel as local_relation_kernel
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CUDA_HOME = pathlib.Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
 FAKE_GPU = tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")
-DISPATCH_MODULE = sys.modules["keras_relnet.ops.local_relation"]
+DISPATCH_MODULE = sys.modules["keras_relnet.ops.local_relation.op"]
 KERNEL_BUILT_WITH_CUDA = "cuda" in local_relation_kernel.built_devices()
 
 

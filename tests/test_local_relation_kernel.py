@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from keras_relnet import layers, ops
 from keras_relnet.export import export
-from keras_relnet.ops import local_relation_kernel
+from keras_relnet.ops.local_relation import kernel as local_relation_kernel
 
 KERNEL, _ = local_relation_kernel.library()
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ def relation_inputs(seed, batch, height, width, groups, group_size, kernel_size,
 def value_and_gradients(implementation, inputs, d_output, **options):
     with tf.GradientTape() as tape:
         tape.watch(inputs)
-        output = ops.local_relation(*inputs, implementation=implementation, **options)
+        output = ops.local_relation_aggregation(*inputs, implementation=implementation, **options)
         loss = tf.reduce_sum(tf.cast(output, tf.float32) * d_output)
     return [output] + tape.gradient(loss, inputs)
 
@@ -90,7 +90,7 @@ def test_gradients_match_finite_differences(strides):
         def function(x, index=index):
             arguments = list(inputs)
             arguments[index] = x
-            return ops.local_relation(*arguments, strides=strides, implementation="custom")
+            return ops.local_relation_aggregation(*arguments, strides=strides, implementation="custom")
 
         theoretical, numerical = tf.test.compute_gradient(function, [inputs[index]], delta=1e-2)
         np.testing.assert_allclose(theoretical[0], numerical[0], atol=2e-3, rtol=2e-2)
@@ -173,9 +173,9 @@ def test_auto_dispatches_to_the_kernel_and_explains_why():
 def test_custom_inside_xla_raises_and_auto_falls_back_to_the_reference():
     inputs = relation_inputs(0, 1, 6, 6, 2, 4, 3, 1)
     compiled = lambda implementation: tf.function(
-        lambda *a: ops.local_relation(*a, implementation=implementation), jit_compile=True)
+        lambda *a: ops.local_relation_aggregation(*a, implementation=implementation), jit_compile=True)
     np.testing.assert_allclose(compiled("auto")(*inputs),
-                               ops.local_relation(*inputs, implementation="custom"), atol=1e-5)
+                               ops.local_relation_aggregation(*inputs, implementation="custom"), atol=1e-5)
     with pytest.raises(ValueError, match="inside an XLA-compiled function"):
         compiled("custom")(*inputs)
 

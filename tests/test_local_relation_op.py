@@ -1,12 +1,17 @@
 """The local relation op against the NumPy spec, finite differences, and
 between its implementations."""
 
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_relnet import ops
+from keras_relnet.ops.local_relation import kernel as local_relation_kernel
+from keras_relnet.ops.local_relation.reference import local_relation_formula
 from keras_relnet.ops.portable import portable_graphs
+from keras_relnet.utils.flops import local_relation_flops
 from numpy_local_relation import numpy_geometry_prior, numpy_local_relation
 
 SIZES = [(5, 6), (7, 7), (8, 5)]  # odd and even, smaller than a 7x7 window
@@ -30,8 +35,9 @@ def random_inputs(seed, batch, height, width, groups, group_size, kernel_size,
 def test_reference_matches_numpy_spec(strides, kernel_size, composability):
     for index, (height, width) in enumerate(SIZES):
         args = random_inputs(index, 2, height, width, 2, 3, kernel_size, strides)
-        got = ops.local_relation(*args, strides=strides, composability=composability,
-                                 scale=0.7, implementation="reference")
+        got = ops.local_relation_aggregation(*args, strides=strides,
+                                             composability=composability, scale=0.7,
+                                             implementation="reference")
         want = numpy_local_relation(*args, strides=strides, composability=composability,
                                     scale=0.7)
         np.testing.assert_allclose(got.numpy(), want, atol=1e-5, rtol=0)
@@ -40,11 +46,38 @@ def test_reference_matches_numpy_spec(strides, kernel_size, composability):
 @pytest.mark.parametrize("strides", [1, 2])
 def test_dilation_matches_numpy_spec(strides):
     args = random_inputs(3, 1, 9, 8, 2, 2, 3, strides)
-    got = ops.local_relation(*args, strides=strides, dilation_rate=2,
-                             implementation="reference")
+    got = ops.local_relation_aggregation(*args, strides=strides, dilation_rate=2,
+                                         implementation="reference")
     want = numpy_local_relation(*args, strides=strides, dilation_rate=2)
     np.testing.assert_allclose(got.numpy(), want, atol=1e-5, rtol=0)
 
+
+@pytest.mark.parametrize("implementation", ["reference", "xla", "custom"])
+@pytest.mark.parametrize("strides, dilation_rate, composability", [
+    (1, 1, "squared_difference"), (2, 1, "dot"), (1, 2, "abs_difference"),
+    (2, 2, "squared_difference")])
+def test_drivers_match_the_readable_formula(implementation, strides, dilation_rate,
+                                            composability):
+    if implementation == "custom" and local_relation_kernel.library()[0] is None:
+        pytest.skip(local_relation_kernel.library()[1])
+    inputs = [tf.constant(x) for x in random_inputs(11, 2, 7, 6, 2, 4, 5, strides)]
+    options = dict(strides=strides, dilation_rate=dilation_rate, composability=composability,
+                   scale=0.8)
+    upstream = tf.constant(np.random.default_rng(12).normal(
+        size=inputs[0].shape[:3] + (8,)).astype("float32"))
+
+    def output_and_gradients(relation):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            output = relation(*inputs, **options)
+            loss = tf.reduce_sum(output * upstream)
+        return [output] + tape.gradient(loss, inputs)
+
+    got = output_and_gradients(functools.partial(ops.local_relation_aggregation,
+                                                 implementation=implementation))
+    want = output_and_gradients(local_relation_formula)
+    for name, a, b in zip(["output", "d_query", "d_key", "d_value", "d_prior"], got, want):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=2e-5, rtol=1e-5, err_msg=name)
 
 
 @pytest.mark.parametrize("strides", [1, 2])
@@ -57,7 +90,7 @@ def test_portable_graph_matches_numpy_spec_with_dominant_off_image_logits(stride
     query, key, value, prior = random_inputs(5, 2, 6, 5, 2, 3, 5, strides)
     query, key = np.abs(query) + 11.0, -np.abs(key) - 11.0
     with portable_graphs():
-        got = tf.function(lambda *a: ops.local_relation(
+        got = tf.function(lambda *a: ops.local_relation_aggregation(
             *a, strides=strides, composability=composability))(query, key, value, prior)
     want = numpy_local_relation(query, key, value, prior, strides=strides,
                                 composability=composability)
@@ -74,7 +107,7 @@ def test_geometry_prior_matches_numpy_spec():
 def gradient_errors(implementation, strides, composability, kernel_size=3):
     args = [tf.constant(a) for a in random_inputs(
         7, 1, 5, 4, 2, 2, kernel_size, strides, np.float64)]
-    relation = tf.function(lambda *a: ops.local_relation(
+    relation = tf.function(lambda *a: ops.local_relation_aggregation(
         *a, strides=strides, composability=composability, scale=0.8,
         implementation=implementation))
     analytic, numeric = tf.test.compute_gradient(relation, args, delta=1e-6)
@@ -99,7 +132,7 @@ def test_xla_equals_reference_forward_and_gradients(strides, composability):
     def run(implementation):
         with tf.GradientTape() as tape:
             tape.watch(args)
-            output = ops.local_relation(*args, strides=strides, composability=composability,
+            output = ops.local_relation_aggregation(*args, strides=strides, composability=composability,
                                         implementation=implementation)
         return [output] + tape.gradient(output, args, output_gradients=upstream)
 
@@ -110,7 +143,7 @@ def test_xla_equals_reference_forward_and_gradients(strides, composability):
 @pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16])
 def test_half_precision_inputs_accumulate_in_float32(dtype):
     args32 = [tf.constant(a) for a in random_inputs(5, 2, 7, 6, 2, 4, 5, 1)]
-    output = ops.local_relation(*[tf.cast(a, dtype) for a in args32])
+    output = ops.local_relation_aggregation(*[tf.cast(a, dtype) for a in args32])
     assert output.dtype == dtype
     want = numpy_local_relation(*[tf.cast(tf.cast(a, dtype), tf.float32).numpy()
                                   for a in args32])
@@ -122,7 +155,7 @@ def test_half_precision_inputs_accumulate_in_float32(dtype):
 def test_large_logits_stay_finite_in_float16():
     # (q - key)^2 ~ 1e6 overflows float16; the op must compose in float32.
     query, key, value, prior = random_inputs(2, 1, 6, 6, 2, 2, 3, 1)
-    output = ops.local_relation(tf.constant(query * 500, tf.float16),
+    output = ops.local_relation_aggregation(tf.constant(query * 500, tf.float16),
                                 tf.constant(key * 500, tf.float16),
                                 tf.constant(value, tf.float16), tf.constant(prior, tf.float16))
     assert np.isfinite(output.numpy()).all()
@@ -131,7 +164,7 @@ def test_large_logits_stay_finite_in_float16():
 def test_unknown_height_and_width_under_tf_function():
     args = random_inputs(4, 2, 7, 5, 2, 2, 3, 2)
     relation = tf.function(
-        lambda *a: ops.local_relation(*a, strides=2),
+        lambda *a: ops.local_relation_aggregation(*a, strides=2),
         input_signature=[tf.TensorSpec([None, None, None, 2])] * 2
         + [tf.TensorSpec([None, None, None, 4]), tf.TensorSpec([2, 3, 3])],
     )
@@ -158,7 +191,7 @@ def test_bad_arguments_raise_value_error(arguments, message):
     tensors = {k: tf.constant(v, tf.float32) for k, v in call.items() if isinstance(v, np.ndarray)}
     options = {k: v for k, v in call.items() if not isinstance(v, np.ndarray)}
     with pytest.raises(ValueError, match=message):
-        ops.local_relation(**tensors, **options)
+        ops.local_relation_aggregation(**tensors, **options)
 
 
 def test_explain_names_the_backend_and_why():
@@ -172,7 +205,7 @@ def test_flops_formula_counts_each_part():
     projections = 16 * 8 * 2 * 2 + 16 * 8 * 8
     logits, aggregation = 16 * 2 * 9, 16 * 8 * 9
     prior = 9 * (2 * 8 + 8 * 2)
-    assert ops.local_relation_flops((4, 4), 8, 4, 3) == (
+    assert local_relation_flops((4, 4), 8, 4, 3) == (
         projections + logits + aggregation + prior)
 
 
@@ -184,7 +217,7 @@ def test_reference_never_builds_a_patch_sized_tensor():
     def forward_backward(*args):
         with tf.GradientTape() as tape:
             tape.watch(args)
-            output = ops.local_relation(*args, implementation="reference")
+            output = ops.local_relation_aggregation(*args, implementation="reference")
         return tape.gradient(output, args)
 
     graph = tf.function(forward_backward).get_concrete_function(query, key, value, prior).graph

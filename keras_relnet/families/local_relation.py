@@ -4,8 +4,14 @@ import dataclasses
 from typing import Any, NamedTuple, Optional, Tuple
 
 from keras_relnet.families.options import FamilyOptions, initializer_field
-from keras_relnet.ops import checks, local_relation_dispatch
-from keras_relnet.ops.local_relation import COMPOSABILITIES, STRIDES, local_relation_2d, output_size
+from keras_relnet.ops import checks
+from keras_relnet.ops.local_relation import dispatch as local_relation_dispatch
+from keras_relnet.ops.local_relation import (
+    COMPOSABILITIES,
+    STRIDES,
+    local_relation_2d,
+    output_size,
+)
 
 
 @dataclasses.dataclass(frozen=True)

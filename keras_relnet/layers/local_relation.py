@@ -6,7 +6,7 @@ from keras_relnet.families import local_relation as family
 from keras_relnet.families.local_relation import LocalRelationOptions
 from keras_relnet.families.options import OptionsAttributes
 from keras_relnet.layers.image_layer import ImageLayer
-from keras_relnet.ops import local_relation_dispatch
+from keras_relnet.ops.local_relation import dispatch as local_relation_dispatch
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")

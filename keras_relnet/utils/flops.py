@@ -12,7 +12,7 @@ import math
 import keras
 
 from keras_relnet.layers.local_relation import LocalRelation2D
-from keras_relnet.ops.local_relation import local_relation_flops
+from keras_relnet.ops.local_relation import output_size
 
 
 def count_flops(model):
@@ -94,3 +94,49 @@ _COUNTERS = (
     (keras.layers.Conv2D, _convolution),
     (keras.layers.Dense, _dense),
 )
+
+
+def local_relation_flops(
+    input_size,
+    channels,
+    channels_per_group,
+    kernel_size,
+    strides=1,
+    value_projection=True,
+    geometry_hidden_units=None,
+):
+    """Multiply-adds of one `local_relation_2d` call for one image.
+
+    Counts the three 1x1 projections, one multiply-add per logit
+    (composability + prior), the aggregation (`k*k*C` per output pixel, the
+    same as a k x k depthwise convolution) and the prior MLP.
+
+    Args:
+        input_size: `(H, W)`.
+        channels: C.
+        channels_per_group: m.
+        kernel_size: k.
+        strides: 1 or 2.
+        value_projection: whether the C x C value projection runs.
+        geometry_hidden_units: h (None: `max(G, 8)`).
+
+    Returns:
+        The multiply-add count as an int.
+
+    Example:
+    >>> local_relation_flops((56, 56), 64, 8, 7)
+    27124048
+    """
+    height, width = input_size
+    groups = channels // channels_per_group
+    hidden = geometry_hidden_units or max(groups, 8)
+    cells = kernel_size * kernel_size
+    inputs = height * width
+    outputs = output_size(height, strides) * output_size(width, strides)
+    projections = (outputs + inputs) * channels * groups
+    if value_projection:
+        projections += inputs * channels * channels
+    logits = outputs * groups * cells
+    aggregation = outputs * channels * cells
+    prior = cells * (2 * hidden + hidden * groups)
+    return projections + logits + aggregation + prior

@@ -19,7 +19,8 @@ import warnings
 
 import tensorflow as tf
 
-from keras_relnet.ops import checks, local_relation_kernel, placement
+from keras_relnet.ops import checks, placement
+from keras_relnet.ops.local_relation import kernel
 
 IMPLEMENTATIONS = ("reference", "xla", "custom", "auto")
 
@@ -99,7 +100,7 @@ def resolve_implementation(implementation, dtype=tf.float32, channels_per_group=
     device = placement.device_type()
     if implementation == "custom":
         reason = _XLA_REASON if placement.in_xla_context() else (
-            local_relation_kernel.unsupported_reason(device, dtype, kernel_size,
+            kernel.unsupported_reason(device, dtype, kernel_size,
                                                      channels_per_group))
         if reason is not None:
             raise ValueError(f"implementation='custom' cannot run this call on {device}: "
@@ -123,11 +124,11 @@ def resolve_implementation(implementation, dtype=tf.float32, channels_per_group=
 
 def _auto_with_kernel(device, dtype, kernel_size, channels_per_group, fallback, why):
     """"auto" where the compiled kernel is preferred: it, else `fallback`."""
-    unsupported = local_relation_kernel.unsupported_reason(device, dtype, kernel_size,
+    unsupported = kernel.unsupported_reason(device, dtype, kernel_size,
                                                            channels_per_group)
     if unsupported is None:
         return "custom", f"auto on {device}: the compiled kernel supports this call"
-    if local_relation_kernel.library()[0] is None:
+    if kernel.library()[0] is None:
         _warn_missing_kernel(unsupported)
     return fallback, f"auto on {device}: {unsupported}; {why}"
 
@@ -184,12 +185,12 @@ def explain(implementation="auto", dtype=tf.float32, channels_per_group=None,
         decision = f"{name} ({reason})"
     except ValueError as error:
         decision = f"unavailable ({error})"
-    module, load_failure = local_relation_kernel.library()
+    module, load_failure = kernel.library()
     if module is None:
         kernels = f"not loaded: {load_failure}"
     else:
-        devices = ", ".join(sorted(local_relation_kernel.built_devices()))
-        kernels = f"{local_relation_kernel.LIBRARY_PATH} (kernels for {devices})"
+        devices = ", ".join(sorted(kernel.built_devices()))
+        kernels = f"{kernel.LIBRARY_PATH} (kernels for {devices})"
     indented = "\n".join(f"  {line}" for line in policy().splitlines())
     return (f"{decision}\nPolicy of implementation='auto':\n{indented}\n"
             f"Kernel library: {kernels}")
