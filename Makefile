@@ -34,14 +34,16 @@ ops: $(INSTALLED)
 # or custom_ops/local_relation/harness/gpu_check.sh for the whole GPU check; its CPU
 # reference is built without -march=native, so the binary travels).
 HARNESS := custom_ops/local_relation/harness
+# Flags from build_flags.bzl, the one definition the op library and Bazel use too.
+FLAGS_OF = $(shell $(PYTHON) custom_ops/build.py --print-flags $(1))
 KERNEL_SOURCES := $(wildcard custom_ops/local_relation/*.h custom_ops/local_relation/*.cu \
                     $(HARNESS)/*.h $(HARNESS)/*.cc $(HARNESS)/*.cu)
 cuda-harness: build/cuda_harness
-build/cuda_harness: $(KERNEL_SOURCES)
+build/cuda_harness: $(KERNEL_SOURCES) build_flags.bzl
 	mkdir -p build
-	g++ -O3 -fno-trapping-math -std=c++17 -Icustom_ops/local_relation \
+	g++ $(call FLAGS_OF,CXX_FLAGS) -Icustom_ops/local_relation \
 	    -c $(HARNESS)/cpu_reference.cc -o build/cpu_reference.o
-	nvcc -O3 -std=c++17 -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90,code=sm_90 \
+	nvcc $(call FLAGS_OF,NVCC_FLAGS) $(call FLAGS_OF,GENCODE) \
 	    -Icustom_ops/local_relation $(HARNESS)/local_relation_harness.cu \
 	    custom_ops/local_relation/local_relation_kernels.cu build/cpu_reference.o -o $@
 
@@ -50,15 +52,15 @@ build/cuda_harness: $(KERNEL_SOURCES)
 # build/cuda_emulation --cases N (needs the CUDA headers, not a GPU).
 CUDA_HOME ?= /usr/local/cuda
 cuda-emulation: build/cuda_emulation
-build/cuda_emulation: $(KERNEL_SOURCES)
+build/cuda_emulation: $(KERNEL_SOURCES) build_flags.bzl
 	mkdir -p build
-	g++ -O2 -fno-trapping-math -std=c++17 -Icustom_ops/local_relation \
+	g++ $(call FLAGS_OF,CXX_FLAGS) -Icustom_ops/local_relation \
 	    -c $(HARNESS)/cpu_reference.cc -o build/cpu_reference_emulation.o
-	g++ -O2 -std=c++17 -DKERAS_RELNET_CUDA_EMULATION -Icustom_ops/local_relation -I$(CUDA_HOME)/include \
+	g++ $(call FLAGS_OF,CXX_FLAGS) -DKERAS_RELNET_CUDA_EMULATION -Icustom_ops/local_relation -I$(CUDA_HOME)/include \
 	    -x c++ $(HARNESS)/local_relation_harness.cu custom_ops/local_relation/local_relation_kernels.cu \
 	    -x none build/cpu_reference_emulation.o -o $@
 
-$(INSTALLED): setup.py requirements.txt constraints.txt $(wildcard custom_ops/*.py custom_ops/local_relation/*)
+$(INSTALLED): setup.py requirements.txt constraints.txt build_flags.bzl $(wildcard custom_ops/*.py custom_ops/local_relation/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .

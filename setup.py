@@ -19,7 +19,9 @@ class BuildPyWithKernels(build_py):
 
     def run(self):
         script = pathlib.Path(__file__).with_name("custom_ops") / "build.py"
-        if subprocess.run([sys.executable, str(script)]).returncode:
+        # An editable install runs where it was built; a wheel may run anywhere.
+        portable = [] if getattr(self, "editable_mode", False) else ["--portable"]
+        if subprocess.run([sys.executable, str(script), *portable]).returncode:
             print("keras-relnet: the custom kernels were not built (see above); run "
                   "`python custom_ops/build.py` in the installed environment.", file=sys.stderr)
         super().run()

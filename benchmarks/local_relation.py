@@ -63,7 +63,8 @@ def candidates(size, channels):
     relation = relation_inputs(size, channels)
     depthwise = [relation[2], tf.random.normal([KERNEL, KERNEL, channels, 1])]
     run = lambda implementation: (
-        lambda q, k, v, p: ops.local_relation_aggregation(q, k, v, p, implementation=implementation))
+        lambda q, k, v, p: ops.local_relation_aggregation(q, k, v, p,
+                                                          implementation=implementation))
     return {
         "custom": (run("custom"), relation),
         "reference": (run("reference"), relation),

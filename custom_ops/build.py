@@ -1,4 +1,5 @@
-"""Builds the custom local relation kernels into `keras_relnet/ops/local_relation/_local_relation_ops.so`.
+"""Builds the custom local relation kernels into
+`keras_relnet/ops/local_relation/_local_relation_ops.so`.
 
 g++ compiles the op registration and the CPU kernels with TensorFlow's own
 flags (`tf.sysconfig`); when `nvcc` is found (and `KERAS_RELNET_CUDA` is not
@@ -12,10 +13,17 @@ the library is newer than every source (`--force` rebuilds).
 architecture into DIR (no TensorFlow needed): the CI check that the kernels
 compile on a machine without a GPU.
 
-Environment: `KERAS_RELNET_CXXFLAGS` (default "-O3 -march=native": the
-library is compiled on the machine that runs it), `KERAS_RELNET_CUDA`
-("auto", "1" or "0"), `KERAS_RELNET_CUDA_ARCHS`, `NVCC`.
+The flags and CUDA architectures come from `build_flags.bzl`, the one
+definition that Bazel and the Makefile read too (`--print-flags NAME` prints
+one of its lists, for the Makefile). `--portable` (a wheel build) leaves out
+the machine-specific `LOCAL_CXX_FLAGS`.
+
+Environment: `KERAS_RELNET_PORTABLE=1` (as `--portable`),
+`KERAS_RELNET_CXXFLAGS` (replaces `LOCAL_CXX_FLAGS`), `KERAS_RELNET_CUDA`
+("auto", "1" or "0"), `KERAS_RELNET_CUDA_ARCHS` (comma-separated), `NVCC`.
 """
+
+import ast
 
 import argparse
 import os
@@ -25,11 +33,27 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+FLAGS_FILE = ROOT / "build_flags.bzl"
 SOURCES = ROOT / "custom_ops" / "local_relation"
 LIBRARY = ROOT / "keras_relnet" / "ops" / "local_relation" / "_local_relation_ops.so"
 CPU_SOURCES = ["local_relation_ops.cc"]
 GPU_SOURCES = ["local_relation_gpu.cc"]
 CUDA_SOURCE = "local_relation_kernels.cu"
+
+
+def build_flags():
+    """The assignments of `build_flags.bzl`, by name (strings and lists of strings)."""
+    tree = ast.parse(FLAGS_FILE.read_text(), str(FLAGS_FILE))
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
+            if isinstance(node, ast.Assign)}
+
+
+def cxx_flags(portable):
+    """The C++ flags of the op library: portable ones, or tuned for this machine."""
+    flags = build_flags()
+    local = os.environ.get("KERAS_RELNET_CXXFLAGS")
+    local = local.split() if local is not None else flags["LOCAL_CXX_FLAGS"]
+    return flags["CXX_FLAGS"] + ([] if portable else local)
 
 
 def tensorflow_flags():
@@ -65,14 +89,20 @@ def cuda_toolkit(compiler):
 
 
 def cuda_architectures():
-    return [a.strip() for a in os.environ.get("KERAS_RELNET_CUDA_ARCHS", "80,90").split(",")]
+    override = os.environ.get("KERAS_RELNET_CUDA_ARCHS")
+    if override:
+        return [a.strip() for a in override.split(",")]
+    return build_flags()["CUDA_ARCHS"]
+
+
+def gencode_flags(architectures):
+    return [f"-gencode=arch=compute_{a},code=sm_{a}" for a in architectures]
 
 
 def cuda_object(compiler, output, architectures):
     """Compiles the CUDA kernels (no TensorFlow headers) into `output`."""
-    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in architectures]
-    run([compiler, "-c", "-O3", "-std=c++17", "-Xcompiler", "-fPIC", *gencode,
-         str(SOURCES / CUDA_SOURCE), "-o", str(output)])
+    run([compiler, "-c", *build_flags()["NVCC_FLAGS"], "-Xcompiler", "-fPIC",
+         *gencode_flags(architectures), str(SOURCES / CUDA_SOURCE), "-o", str(output)])
 
 
 def run(command):
@@ -84,16 +114,16 @@ def up_to_date():
     if not LIBRARY.exists():
         return False
     newest = max(path.stat().st_mtime for path in SOURCES.iterdir())
-    return LIBRARY.stat().st_mtime > max(newest, pathlib.Path(__file__).stat().st_mtime)
+    inputs = (pathlib.Path(__file__), FLAGS_FILE)
+    return LIBRARY.stat().st_mtime > max(newest, *(path.stat().st_mtime for path in inputs))
 
 
-def build(force=False):
+def build(force=False, portable=False):
     """Builds the library unless it is up to date; returns its path."""
     if not force and up_to_date():
         print(f"{LIBRARY.relative_to(ROOT)} is up to date")
         return LIBRARY
     compile_flags, link_flags = tensorflow_flags()
-    cxxflags = os.environ.get("KERAS_RELNET_CXXFLAGS", "-O3 -march=native").split()
     sources = [str(SOURCES / name) for name in CPU_SOURCES]
     objects, defines, cuda_libraries = [], [], []
     compiler = nvcc()
@@ -112,9 +142,7 @@ def build(force=False):
     partial = LIBRARY.with_suffix(".so.partial")
     # The CUDA runtime links before TensorFlow, so that the kernels register
     # with this build's runtime rather than symbols TensorFlow may export.
-    # -fno-trapping-math lets GCC vectorise the polynomial exp (floor, float->int).
-    run(["g++", "-shared", "-fPIC", *cxxflags, "-fno-trapping-math",
-         "-Wno-deprecated-declarations", "-Wno-interference-size", *compile_flags,
+    run(["g++", "-shared", "-fPIC", *cxx_flags(portable), "-Wno-interference-size", *compile_flags,
          *defines, *sources, *objects, "-o", str(partial), *cuda_libraries, *link_flags])
     os.replace(partial, LIBRARY)
     return LIBRARY
@@ -123,9 +151,20 @@ def build(force=False):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    parser.add_argument("--portable", action="store_true",
+                        help="no machine-specific flags (a wheel)")
     parser.add_argument("--cuda-objects-only", metavar="DIR",
                         help="only compile the CUDA kernels, one object per architecture")
+    parser.add_argument("--print-flags", metavar="NAME",
+                        choices=["CXX_FLAGS", "NVCC_FLAGS", "GENCODE"],
+                        help="print flags from build_flags.bzl and exit (GENCODE: the "
+                             "-gencode flags of CUDA_ARCHS)")
     args = parser.parse_args()
+    if args.print_flags:
+        flags = (gencode_flags(cuda_architectures()) if args.print_flags == "GENCODE"
+                 else build_flags()[args.print_flags])
+        print(" ".join(flags))
+        return
     if args.cuda_objects_only:
         compiler = os.environ.get("NVCC") or shutil.which("nvcc")
         if not compiler:
@@ -136,7 +175,8 @@ def main():
             cuda_object(compiler, directory / f"local_relation_kernels_sm{architecture}.o",
                         [architecture])
         return
-    print(f"built {build(force=args.force)}")
+    portable = args.portable or os.environ.get("KERAS_RELNET_PORTABLE") == "1"
+    print(f"built {build(force=args.force, portable=portable)}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,27 @@ def central_difference(function, variable, delta=1e-6):
     return gradient.reshape(variable.shape)
 
 
+def assert_loss_gradients_match_finite_differences(loss, variables, atol=1e-6, rtol=1e-6):
+    """The tape gradients of `loss()` equal its central differences, per variable.
+
+    Args:
+        loss: a float64 scalar function of `variables` (no arguments).
+        variables: the `tf.Variable`s to differentiate against.
+        atol, rtol: the tolerances of the comparison.
+
+    Returns:
+        The tape gradients.
+    """
+    with tf.GradientTape() as tape:
+        value = loss()
+    gradients = tape.gradient(value, variables)
+    for variable, gradient in zip(variables, gradients):
+        assert gradient is not None, variable.name
+        np.testing.assert_allclose(gradient.numpy(), central_difference(loss, variable),
+                                   atol=atol, rtol=rtol, err_msg=variable.name)
+    return gradients
+
+
 def assert_gradients_match_finite_differences(layer, input_shape, seed=0, tolerance=1e-6):
     """Input and every trainable weight, float64 `layer`, random weights."""
     inputs = tf.Variable(np.random.default_rng(seed).normal(size=input_shape))
@@ -33,13 +54,8 @@ def assert_gradients_match_finite_differences(layer, input_shape, seed=0, tolera
     randomise_weights(layer, seed + 1)
     upstream = tf.constant(np.random.default_rng(seed + 2).normal(size=layer(inputs).shape))
     loss = tf.function(lambda: tf.reduce_sum(layer(inputs) * upstream))
-    variables = [inputs] + layer.trainable_variables
-    with tf.GradientTape() as tape:
-        value = loss()
-    for variable, gradient in zip(variables, tape.gradient(value, variables)):
-        assert gradient is not None, variable.name
-        np.testing.assert_allclose(gradient.numpy(), central_difference(loss, variable),
-                                   atol=tolerance, rtol=tolerance, err_msg=variable.name)
+    assert_loss_gradients_match_finite_differences(loss, [inputs] + layer.trainable_variables,
+                                                   tolerance, tolerance)
 
 
 def assert_keras_round_trip(make_layer, input_shape, path):

@@ -1,4 +1,4 @@
-"""NumPy GC / SNL / NL / SE written straight from `shared/specs/global_context.md`,
+"""NumPy GC / SNL / NL / SE written straight from `docs/global_context.md`,
 independent of `keras_relnet.ops` (float64, explicit formulas)."""
 
 import numpy as np

@@ -1,5 +1,5 @@
 """NumPy duplicate-removal targets and loss written straight from
-`shared/specs/object_relation.md` section 2 (explicit loops)."""
+`docs/object_relation.md` (duplicate removal; explicit loops)."""
 
 import numpy as np
 

@@ -1,4 +1,4 @@
-"""NumPy local relation written straight from `shared/specs/local_relation.md`.
+"""NumPy local relation written straight from `docs/local_relation.md`.
 
 Deliberately naive and independent of `keras_relnet.ops`: explicit loops over
 output pixels, groups and window cells, float64 throughout, off-image cells

@@ -1,5 +1,5 @@
 """NumPy object relation module written straight from
-`shared/specs/object_relation.md` section 1, independent of `keras_relnet.ops`
+`docs/object_relation.md` (the relation module), independent of `keras_relnet.ops`
 (float64, explicit loops over coordinates and heads)."""
 
 import numpy as np

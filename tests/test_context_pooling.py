@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from keras_relnet.ops.context_pooling import add_context, attention_pool, sum_over_positions
-from tests.layer_contract import central_difference
+from tests.layer_contract import assert_loss_gradients_match_finite_differences
 from tests.numpy_context import softmax
 
 
@@ -35,23 +35,14 @@ def test_attention_pool_gradients_match_finite_differences(through):
                  "weights": tf.reduce_sum(weights * weights_upstream)}
         return terms.get(through, terms["context"] + terms["weights"])
 
-    with tf.GradientTape() as tape:
-        value = loss()
-    gradients = tape.gradient(value, [x, kernel, bias])
-    for variable, gradient in zip([x, kernel, bias], gradients):
-        np.testing.assert_allclose(gradient.numpy(), central_difference(loss, variable),
-                                   atol=1e-8, err_msg=variable.name)
+    assert_loss_gradients_match_finite_differences(loss, [x, kernel, bias], atol=1e-8, rtol=0)
 
 
 def test_add_context_gradients_match_finite_differences():
     x, context = random([2, 3, 4, 5], 8), random([2, 5], 9)
     upstream = tf.constant(np.random.default_rng(10).normal(size=[2, 3, 4, 5]))
     loss = lambda: tf.reduce_sum(add_context(x, context) ** 2 * upstream)
-    with tf.GradientTape() as tape:
-        value = loss()
-    for variable, gradient in zip([x, context], tape.gradient(value, [x, context])):
-        np.testing.assert_allclose(gradient.numpy(), central_difference(loss, variable),
-                                   atol=1e-7, err_msg=variable.name)
+    assert_loss_gradients_match_finite_differences(loss, [x, context], atol=1e-7, rtol=0)
 
 
 def test_half_precision_pools_in_float32():

@@ -9,7 +9,7 @@ from keras_relnet.layers import ObjectRelation
 from keras_relnet.ops.box_geometry import geometry_embedding, relative_geometry
 from tests.layer_contract import (
     assert_mirrored_fit_matches_one_device,
-    central_difference,
+    assert_loss_gradients_match_finite_differences,
     randomise_weights,
 )
 from tests.numpy_object_relation import numpy_embedding, numpy_geometry, numpy_relation
@@ -182,11 +182,7 @@ def test_gradients_match_finite_differences():
     upstream = tf.constant(np.random.default_rng(25).normal(size=(1, 4, 8)))
     loss = tf.function(lambda: tf.reduce_sum(layer(features, boxes, key_mask=mask) * upstream))
     variables = [features] + layer.trainable_variables
-    with tf.GradientTape() as tape:
-        value = loss()
-    for variable, gradient in zip(variables, tape.gradient(value, variables)):
-        np.testing.assert_allclose(gradient.numpy(), central_difference(loss, variable),
-                                   atol=1e-6, rtol=1e-6, err_msg=variable.name)
+    assert_loss_gradients_match_finite_differences(loss, variables, atol=1e-6, rtol=1e-6)
 
 
 def test_mirrored_strategy_matches_one_device():

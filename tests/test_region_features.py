@@ -8,7 +8,10 @@ import tensorflow as tf
 
 from keras_relnet.layers import LearnableRegionFeatures
 from keras_relnet.ops.region_features import aggregate_regions, bilinear_weights, part_centers
-from tests.layer_contract import central_difference, randomise_weights
+from tests.layer_contract import (
+    assert_loss_gradients_match_finite_differences,
+    randomise_weights,
+)
 
 
 def feature_map(height, width, channels, seed):
@@ -142,11 +145,7 @@ def test_gradients_match_finite_differences():
     upstream = tf.constant(np.random.default_rng(17).normal(size=(2, 2, 2, 2, 2)))
     loss = tf.function(lambda: tf.reduce_sum(layer(x, boxes) * upstream))
     variables = [x] + layer.trainable_variables
-    with tf.GradientTape() as tape:
-        value = loss()
-    for variable, gradient in zip(variables, tape.gradient(value, variables)):
-        np.testing.assert_allclose(gradient.numpy(), central_difference(loss, variable),
-                                   atol=1e-6, rtol=1e-5, err_msg=variable.name)
+    assert_loss_gradients_match_finite_differences(loss, variables, atol=1e-6, rtol=1e-5)
 
 
 def test_bad_inputs_raise_value_error():

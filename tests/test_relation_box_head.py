@@ -6,7 +6,10 @@ import pytest
 import tensorflow as tf
 
 from keras_relnet.layers import RelationBoxHead
-from tests.layer_contract import central_difference, randomise_weights
+from tests.layer_contract import (
+    assert_loss_gradients_match_finite_differences,
+    randomise_weights,
+)
 from tests.numpy_object_relation import numpy_relation
 from tests.test_object_relation import random_boxes
 
@@ -107,11 +110,7 @@ def test_gradients_match_finite_differences():
     randomise_weights(head, 11, 0.5)
     loss = tf.function(lambda: sum(tf.reduce_sum(t * t) for t in head(features, boxes)))
     variables = [features] + head.trainable_variables
-    with tf.GradientTape() as tape:
-        value = loss()
-    for variable, gradient in zip(variables, tape.gradient(value, variables)):
-        np.testing.assert_allclose(gradient.numpy(), central_difference(loss, variable),
-                                   atol=1e-6, rtol=1e-5, err_msg=variable.name)
+    assert_loss_gradients_match_finite_differences(loss, variables, atol=1e-6, rtol=1e-5)
 
 
 def test_bad_inputs_raise_value_error():

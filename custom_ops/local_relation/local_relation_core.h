@@ -1,7 +1,7 @@
 // The local relation math shared by the CPU kernels, the CUDA kernels and the
 // standalone CUDA harness. No TensorFlow here: plain C++ (and CUDA) on raw
-// NHWC pointers. Spec: shared/specs/local_relation.md; the Python reference is
-// keras_relnet/ops/local_relation.py.
+// NHWC pointers. The math: docs/local_relation.md; the Python reference is
+// keras_relnet/ops/local_relation/reference.py.
 //
 // For output pixel (i, j), group g and window cell (u, v), r = k / 2:
 //   cell pixel = (s*i + d*(u - r), s*j + d*(v - r))      (off-image cells skipped)
@@ -171,6 +171,22 @@ LR_HOST_DEVICE int OutputOfTap(const Geometry& g, int p, int t, int out_size) {
   if (numerator < 0 || numerator % g.strides) return -1;
   const int o = numerator / g.strides;
   return o < out_size ? o : -1;
+}
+
+// The reverse walk: calls visit(u, v, i, j) for each output pixel (i, j)
+// whose window cell (u, v) is input pixel (y, x), the backward passes'
+// gather over the outputs that read an input pixel.
+template <typename Visit>
+LR_HOST_DEVICE void ForEachWindowOwner(const Geometry& g, int y, int x, Visit&& visit) {
+  for (int u = 0; u < g.kernel_size; ++u) {
+    const int i = OutputOfTap(g, y, u, g.out_height);
+    if (i < 0) continue;
+    for (int v = 0; v < g.kernel_size; ++v) {
+      const int j = OutputOfTap(g, x, v, g.out_width);
+      if (j < 0) continue;
+      visit(u, v, i, j);
+    }
+  }
 }
 
 }  // namespace keras_relnet

@@ -368,6 +368,19 @@ inline int ValidCells(const Geometry& g, int64_t b, int i, int j, Scratch& s) {
   return count;
 }
 
+// Calls visit(pixel, count) for each output pixel of the flattened output rows
+// [begin, end) of (b, i), with its `count` in-image window cells in s.cells and
+// s.pixels (count >= 1: the centre is in the image).
+template <typename Visit>
+inline void ForEachOutputPixel(const Geometry& g, int64_t begin, int64_t end, Scratch& s,
+                               Visit&& visit) {
+  for (int64_t row = begin; row < end; ++row) {
+    const int64_t b = row / g.out_height;
+    const int i = static_cast<int>(row % g.out_height);
+    for (int j = 0; j < g.out_width; ++j) visit(row * g.out_width + j, ValidCells(g, b, i, j, s));
+  }
+}
+
 // What both backward passes over output pixels need first for `pixel`:
 // s.dot = sum_t dy * y per group, s.query and s.lse, and d_q (s.total) zeroed.
 template <typename T, int kGroupSize>
@@ -417,26 +430,20 @@ void ForwardRows(const Geometry& g, const T* query, const T* key, const T* value
                  const float* prior_by_cell, T* output, float* lse, int64_t begin, int64_t end) {
   Scratch s(g);
   const int groups = g.groups, channels = g.channels;
-  for (int64_t row = begin; row < end; ++row) {
-    const int64_t b = row / g.out_height;
-    const int i = static_cast<int>(row % g.out_height);
-    for (int j = 0; j < g.out_width; ++j) {
-      const int64_t pixel = row * g.out_width + j;
-      const int count = ValidCells(g, b, i, j, s);  // >= 1: the centre is in the image
-      for (int group = 0; group < groups; ++group)
-        s.query[group] = ToFloat(query[pixel * groups + group]);
-      CellLogits<T, kComposability>(g, count, key, prior_by_cell, s);
-      const int padded = s.padded;
-      float* peak = s.peak.data();
-      float* total = s.total.data();
-      SoftmaxOverCells(count, padded, s.logits.data(), peak, total);
-      for (int group = 0; group < groups; ++group) {
-        lse[pixel * groups + group] = peak[group] + std::log(total[group]);
-        total[group] = 1.f / total[group];
-      }
-      AggregateValues<T, kGroupSize>(g, count, s, value, total, output + pixel * channels);
+  ForEachOutputPixel(g, begin, end, s, [&](int64_t pixel, int count) {
+    for (int group = 0; group < groups; ++group)
+      s.query[group] = ToFloat(query[pixel * groups + group]);
+    CellLogits<T, kComposability>(g, count, key, prior_by_cell, s);
+    const int padded = s.padded;
+    float* peak = s.peak.data();
+    float* total = s.total.data();
+    SoftmaxOverCells(count, padded, s.logits.data(), peak, total);
+    for (int group = 0; group < groups; ++group) {
+      lse[pixel * groups + group] = peak[group] + std::log(total[group]);
+      total[group] = 1.f / total[group];
     }
-  }
+    AggregateValues<T, kGroupSize>(g, count, s, value, total, output + pixel * channels);
+  });
 }
 
 // Backward, output side, for the output rows [begin, end): d_query,
@@ -451,30 +458,24 @@ void BackwardOutputRows(const Geometry& g, const T* query, const T* key, const T
   const int groups = g.groups, channels = g.channels;
   const int m = kGroupSize ? kGroupSize : g.group_size;
   float* d_q = s.total.data();
-  for (int64_t row = begin; row < end; ++row) {
-    const int64_t b = row / g.out_height;
-    const int i = static_cast<int>(row % g.out_height);
-    for (int j = 0; j < g.out_width; ++j) {
-      const int64_t pixel = row * g.out_width + j;
-      const int count = ValidCells(g, b, i, j, s);
-      const T* d_out = d_output + pixel * channels;
-      const int padded = s.padded;
-      StartOutputPixel<T, kGroupSize>(g, pixel, query, output, lse, d_out, s);
-      std::copy(s.dot.begin(), s.dot.begin() + groups, dot + pixel * groups);
-      for (int c = 0; c < count; ++c) {
-        GroupDots<T, T, kGroupSize>(groups, m, d_out, value + s.pixels[c] * channels,
-                                    s.d_logit.data());
-        WeightsAndLogitGradients<kComposability, false>(
-            padded, g.scale, s.query.data(), KeyRow(g, key, s.pixels[c], s),
-            prior_by_cell + s.cells[c] * padded, s.lse.data(), s.dot.data(), s.weight.data(),
-            s.d_logit.data(), s.partial.data());
-        AddProducts(padded, s.d_logit.data(), s.partial.data(), d_q);
-        AddProducts(padded, s.d_logit.data(), s.ones.data(), d_prior_by_cell + s.cells[c] * padded);
-      }
-      for (int group = 0; group < groups; ++group)
-        d_query[pixel * groups + group] = static_cast<T>(d_q[group]);
+  ForEachOutputPixel(g, begin, end, s, [&](int64_t pixel, int count) {
+    const T* d_out = d_output + pixel * channels;
+    const int padded = s.padded;
+    StartOutputPixel<T, kGroupSize>(g, pixel, query, output, lse, d_out, s);
+    std::copy(s.dot.begin(), s.dot.begin() + groups, dot + pixel * groups);
+    for (int c = 0; c < count; ++c) {
+      GroupDots<T, T, kGroupSize>(groups, m, d_out, value + s.pixels[c] * channels,
+                                  s.d_logit.data());
+      WeightsAndLogitGradients<kComposability, false>(
+          padded, g.scale, s.query.data(), KeyRow(g, key, s.pixels[c], s),
+          prior_by_cell + s.cells[c] * padded, s.lse.data(), s.dot.data(), s.weight.data(),
+          s.d_logit.data(), s.partial.data());
+      AddProducts(padded, s.d_logit.data(), s.partial.data(), d_q);
+      AddProducts(padded, s.d_logit.data(), s.ones.data(), d_prior_by_cell + s.cells[c] * padded);
     }
-  }
+    for (int group = 0; group < groups; ++group)
+      d_query[pixel * groups + group] = static_cast<T>(d_q[group]);
+  });
 }
 
 // Backward in one pass over the output pixels of the images [begin, end):
@@ -492,29 +493,24 @@ void BackwardImages(const Geometry& g, const T* query, const T* key, const T* va
   const int groups = g.groups, channels = g.channels, padded = s.padded;
   const int m = kGroupSize ? kGroupSize : g.group_size;
   float* d_q = s.total.data();
-  for (int64_t row = begin * g.out_height; row < end * g.out_height; ++row) {
-    const int64_t b = row / g.out_height;
-    const int i = static_cast<int>(row % g.out_height);
-    for (int j = 0; j < g.out_width; ++j) {
-      const int64_t pixel = row * g.out_width + j;
-      const int count = ValidCells(g, b, i, j, s);
-      const T* d_out = d_output + pixel * channels;
-      StartOutputPixel<T, kGroupSize>(g, pixel, query, output, lse, d_out, s);
-      for (int c = 0; c < count; ++c) {
-        const int64_t at = s.pixels[c];
-        GroupDots<T, T, kGroupSize>(groups, m, d_out, value + at * channels, s.d_logit.data());
-        CellGradients<kComposability>(padded, g.scale, s.query.data(), KeyRow(g, key, at, s),
-                                      prior_by_cell + s.cells[c] * padded, s.lse.data(),
-                                      s.dot.data(), s.d_logit.data(), s.weight.data(), d_q,
-                                      d_prior_by_cell + s.cells[c] * padded,
-                                      d_key_sum + at * padded);
-        AddWeightedValues<T, kGroupSize>(groups, m, s.weight.data(), s.ones.data(), d_out,
-                                         d_value_sum + at * channels);
-      }
-      for (int group = 0; group < groups; ++group)
-        d_query[pixel * groups + group] = static_cast<T>(d_q[group]);
+  const int64_t rows = g.out_height;
+  ForEachOutputPixel(g, begin * rows, end * rows, s, [&](int64_t pixel, int count) {
+    const T* d_out = d_output + pixel * channels;
+    StartOutputPixel<T, kGroupSize>(g, pixel, query, output, lse, d_out, s);
+    for (int c = 0; c < count; ++c) {
+      const int64_t at = s.pixels[c];
+      GroupDots<T, T, kGroupSize>(groups, m, d_out, value + at * channels, s.d_logit.data());
+      CellGradients<kComposability>(padded, g.scale, s.query.data(), KeyRow(g, key, at, s),
+                                    prior_by_cell + s.cells[c] * padded, s.lse.data(),
+                                    s.dot.data(), s.d_logit.data(), s.weight.data(), d_q,
+                                    d_prior_by_cell + s.cells[c] * padded,
+                                    d_key_sum + at * padded);
+      AddWeightedValues<T, kGroupSize>(groups, m, s.weight.data(), s.ones.data(), d_out,
+                                       d_value_sum + at * channels);
     }
-  }
+    for (int group = 0; group < groups; ++group)
+      d_query[pixel * groups + group] = static_cast<T>(d_q[group]);
+  });
 }
 
 // Backward, input side, for the input rows [begin, end) of the flattened
@@ -539,32 +535,26 @@ void BackwardInputRows(const Geometry& g, const T* query, const T* key, const T*
       for (int group = 0; group < groups; ++group) s.key[group] = ToFloat(key[pixel * groups + group]);
       std::fill(d_k, d_k + padded, 0.f);
       std::fill(d_v, d_v + channels, 0.f);
-      for (int u = 0; u < g.kernel_size; ++u) {
-        const int i = OutputOfTap(g, y, u, g.out_height);
-        if (i < 0) continue;
-        for (int v = 0; v < g.kernel_size; ++v) {
-          const int j = OutputOfTap(g, x, v, g.out_width);
-          if (j < 0) continue;
-          const int64_t out = (b * g.out_height + i) * g.out_width + j;
-          // Unpadded here: query (when float), lse and dot are read in place
-          // (copying them into padded rows per output pixel measured slower).
-          const float* out_query = s.query.data();
-          if constexpr (std::is_same<T, float>::value) {
-            out_query = query + out * groups;
-          } else {
-            for (int group = 0; group < groups; ++group)
-              s.query[group] = ToFloat(query[out * groups + group]);
-          }
-          const T* dy_row = d_output + out * channels;
-          GroupDots<T, T, kGroupSize>(groups, m, dy_row, pixel_value, s.d_logit.data());
-          WeightsAndLogitGradients<kComposability, true>(
-              groups, g.scale, out_query, s.key.data(),
-              prior_by_cell + (u * g.kernel_size + v) * padded, lse + out * groups,
-              dot + out * groups, s.weight.data(), s.d_logit.data(), s.partial.data());
-          AddProducts(groups, s.d_logit.data(), s.partial.data(), d_k);
-          AddWeightedValues<T, kGroupSize>(groups, m, s.weight.data(), s.ones.data(), dy_row, d_v);
+      ForEachWindowOwner(g, y, x, [&](int u, int v, int i, int j) {
+        const int64_t out = (b * g.out_height + i) * g.out_width + j;
+        // Unpadded here: query (when float), lse and dot are read in place
+        // (copying them into padded rows per output pixel measured slower).
+        const float* out_query = s.query.data();
+        if constexpr (std::is_same<T, float>::value) {
+          out_query = query + out * groups;
+        } else {
+          for (int group = 0; group < groups; ++group)
+            s.query[group] = ToFloat(query[out * groups + group]);
         }
-      }
+        const T* dy_row = d_output + out * channels;
+        GroupDots<T, T, kGroupSize>(groups, m, dy_row, pixel_value, s.d_logit.data());
+        WeightsAndLogitGradients<kComposability, true>(
+            groups, g.scale, out_query, s.key.data(),
+            prior_by_cell + (u * g.kernel_size + v) * padded, lse + out * groups,
+            dot + out * groups, s.weight.data(), s.d_logit.data(), s.partial.data());
+        AddProducts(groups, s.d_logit.data(), s.partial.data(), d_k);
+        AddWeightedValues<T, kGroupSize>(groups, m, s.weight.data(), s.ones.data(), dy_row, d_v);
+      });
       for (int group = 0; group < groups; ++group) d_key[pixel * groups + group] = static_cast<T>(d_k[group]);
       for (int c = 0; c < channels; ++c) d_value[pixel * channels + c] = static_cast<T>(d_v[c]);
     }

@@ -230,24 +230,18 @@ __global__ void BackwardInputKernel(Geometry g, const T* __restrict__ query,
   const float k = Load(key, pixel * g.groups + group);
   const float val = active ? Load(value, pixel * g.channels + channel) : 0.f;
   float d_k = 0.f, d_v = 0.f;
-  for (int u = 0; u < g.kernel_size; ++u) {
-    const int i = OutputOfTap(g, y, u, g.out_height);
-    if (i < 0) continue;
-    for (int v = 0; v < g.kernel_size; ++v) {
-      const int j = OutputOfTap(g, x, v, g.out_width);
-      if (j < 0) continue;
-      const int64_t out = (b * g.out_height + i) * g.out_width + j;
-      const float q = Load(query, out * g.groups + group);
-      const float dy = active ? Load(d_output, out * g.channels + channel) : 0.f;
-      const float d_weight = GroupSum(dy * val, m);
-      const float weight = expf(
-          Logit<kComposability>(g, q, k, __ldg(prior + group * g.num_cells() + u * g.kernel_size + v)) -
-          lse[out * g.groups + group]);
-      const float d_logit = weight * (d_weight - dot[out * g.groups + group]);
-      d_k += g.scale * d_logit * ComposeKeyPartial<kComposability>(q, k);
-      d_v += weight * dy;
-    }
-  }
+  ForEachWindowOwner(g, y, x, [&](int u, int v, int i, int j) {
+    const int64_t out = (b * g.out_height + i) * g.out_width + j;
+    const float q = Load(query, out * g.groups + group);
+    const float dy = active ? Load(d_output, out * g.channels + channel) : 0.f;
+    const float d_weight = GroupSum(dy * val, m);
+    const float weight = expf(
+        Logit<kComposability>(g, q, k, __ldg(prior + group * g.num_cells() + u * g.kernel_size + v)) -
+        lse[out * g.groups + group]);
+    const float d_logit = weight * (d_weight - dot[out * g.groups + group]);
+    d_k += g.scale * d_logit * ComposeKeyPartial<kComposability>(q, k);
+    d_v += weight * dy;
+  });
   if (active) {
     Store(d_value, pixel * g.channels + channel, d_v);
     if (channel % m == 0) Store(d_key, pixel * g.groups + group, d_k);
@@ -327,6 +321,16 @@ int Backward(const Geometry& g, const T* query, const T* key, const T* value, co
   return static_cast<int>(cudaGetLastError());
 }
 
+// Calls fn(T{}) with the element type T of `type`.
+template <typename Fn>
+int WithStorageType(StorageType type, Fn&& fn) {
+  switch (type) {
+    case StorageType::kFloat16: return fn(__half{});
+    case StorageType::kBFloat16: return fn(__nv_bfloat16{});
+    default: return fn(float{});
+  }
+}
+
 }  // namespace
 
 int LaunchLocalRelationForward(const Geometry& g, StorageType type, const void* query,
@@ -334,22 +338,12 @@ int LaunchLocalRelationForward(const Geometry& g, StorageType type, const void* 
                                void* output, float* log_sum_exp, void* stream) {
   if (UnsupportedReason(KernelDevice::kCuda, type, g.kernel_size, g.group_size))
     return kLaunchUnsupported;
-  auto* s = static_cast<cudaStream_t>(stream);
-  switch (type) {
-    case StorageType::kFloat16:
-      return Forward(g, static_cast<const __half*>(query), static_cast<const __half*>(key),
-                     static_cast<const __half*>(value), prior, static_cast<__half*>(output),
-                     log_sum_exp, s);
-    case StorageType::kBFloat16:
-      return Forward(g, static_cast<const __nv_bfloat16*>(query),
-                     static_cast<const __nv_bfloat16*>(key),
-                     static_cast<const __nv_bfloat16*>(value), prior,
-                     static_cast<__nv_bfloat16*>(output), log_sum_exp, s);
-    default:
-      return Forward(g, static_cast<const float*>(query), static_cast<const float*>(key),
-                     static_cast<const float*>(value), prior, static_cast<float*>(output),
-                     log_sum_exp, s);
-  }
+  return WithStorageType(type, [&](auto element) {
+    using T = decltype(element);
+    return Forward(g, static_cast<const T*>(query), static_cast<const T*>(key),
+                   static_cast<const T*>(value), prior, static_cast<T*>(output), log_sum_exp,
+                   static_cast<cudaStream_t>(stream));
+  });
 }
 
 int LaunchLocalRelationBackward(const Geometry& g, StorageType type, const void* query,
@@ -359,30 +353,14 @@ int LaunchLocalRelationBackward(const Geometry& g, StorageType type, const void*
                                 float* d_prior, float* dot, void* stream) {
   if (UnsupportedReason(KernelDevice::kCuda, type, g.kernel_size, g.group_size))
     return kLaunchUnsupported;
-  auto* s = static_cast<cudaStream_t>(stream);
-  switch (type) {
-    case StorageType::kFloat16: {
-      using T = __half;
-      return Backward(g, static_cast<const T*>(query), static_cast<const T*>(key),
-                      static_cast<const T*>(value), prior, static_cast<const T*>(output),
-                      log_sum_exp, static_cast<const T*>(d_output), static_cast<T*>(d_query),
-                      static_cast<T*>(d_key), static_cast<T*>(d_value), d_prior, dot, s);
-    }
-    case StorageType::kBFloat16: {
-      using T = __nv_bfloat16;
-      return Backward(g, static_cast<const T*>(query), static_cast<const T*>(key),
-                      static_cast<const T*>(value), prior, static_cast<const T*>(output),
-                      log_sum_exp, static_cast<const T*>(d_output), static_cast<T*>(d_query),
-                      static_cast<T*>(d_key), static_cast<T*>(d_value), d_prior, dot, s);
-    }
-    default: {
-      using T = float;
-      return Backward(g, static_cast<const T*>(query), static_cast<const T*>(key),
-                      static_cast<const T*>(value), prior, static_cast<const T*>(output),
-                      log_sum_exp, static_cast<const T*>(d_output), static_cast<T*>(d_query),
-                      static_cast<T*>(d_key), static_cast<T*>(d_value), d_prior, dot, s);
-    }
-  }
+  return WithStorageType(type, [&](auto element) {
+    using T = decltype(element);
+    return Backward(g, static_cast<const T*>(query), static_cast<const T*>(key),
+                    static_cast<const T*>(value), prior, static_cast<const T*>(output),
+                    log_sum_exp, static_cast<const T*>(d_output), static_cast<T*>(d_query),
+                    static_cast<T*>(d_key), static_cast<T*>(d_value), d_prior, dot,
+                    static_cast<cudaStream_t>(stream));
+  });
 }
 
 }  // namespace keras_relnet

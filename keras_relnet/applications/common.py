@@ -7,6 +7,9 @@ import keras
 
 from keras_relnet.ops import checks
 
+# Bottleneck blocks per stage (c2..c5) of the 26/50/101-layer ResNets and LR-Nets.
+STAGE_DEPTHS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
 
 def application_inputs(input_tensor, input_shape, include_top, name):
     """The model inputs and the image tensor, as `keras.applications` does.

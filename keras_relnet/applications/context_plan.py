@@ -2,7 +2,7 @@
 
 Both `ResNet` and `LRNet` take `context_block`, `context_stages` and
 `context_ratio`; this module turns them into a plan (spec:
-`shared/specs/global_context.md`, "Where it goes in ResNet"):
+`docs/global_context.md`):
 
 - "gc", "snl", "se": one block in every bottleneck of the chosen stages, on
   the residual branch after its last BN, before the shortcut addition;

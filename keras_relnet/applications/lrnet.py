@@ -11,12 +11,11 @@ import math
 
 import keras
 
-from keras_relnet.applications.common import application, classifier_model
+from keras_relnet.applications.common import STAGE_DEPTHS, application, classifier_model
 from keras_relnet.applications.context_plan import context_plan
 from keras_relnet.applications.layer_kit import KERAS_KIT
 from keras_relnet.ops import checks
 
-STAGE_DEPTHS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 STAGE_WIDTHS = (100, 200, 400, 800)
 STAGE_OUTPUTS = (256, 512, 1024, 2048)
 STEM_WIDTH = 64

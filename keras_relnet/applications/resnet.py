@@ -7,7 +7,7 @@ GC (GCNet 2019), simplified non-local, squeeze-excitation or non-local.
 """
 
 
-from keras_relnet.applications.common import application, classifier_model
+from keras_relnet.applications.common import STAGE_DEPTHS, application, classifier_model
 from keras_relnet.applications.context_plan import context_plan
 from keras_relnet.applications.imagenet_weights import (
     check_imagenet_request,
@@ -16,7 +16,6 @@ from keras_relnet.applications.imagenet_weights import (
 from keras_relnet.applications.layer_kit import KERAS_KIT
 from keras_relnet.ops import checks
 
-STAGE_DEPTHS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 STAGE_FILTERS = (64, 128, 256, 512)
 _BN_EPSILON = 1.001e-5
 

@@ -86,21 +86,39 @@ class FamilyOptions:
         return cls(**{key: kwargs[key] for key in kwargs if key in names}), rest
 
 
-class OptionsAttributes:
-    """Mixin of the layer fronts: the options read as attributes (`layer.kernel_size`).
+class FamilyFront:
+    """Mixin of the layer fronts: the options, the regulariser, attributes and config.
+
+    A front (a Keras 3 or a tf_keras layer) calls `set_family` in `__init__`;
+    the options then read as attributes (`layer.kernel_size`), and
+    `get_config` is the base config plus the options and the regulariser.
+    `regularizers` is the front's regularizers module.
 
     Example:
     >>> @dataclasses.dataclass(frozen=True)
     ... class Example(FamilyOptions):
     ...     size: int = 3
-    >>> class Front(OptionsAttributes):
-    ...     options = Example()
-    >>> Front().size
-    3
+    >>> class Front(FamilyFront, keras.layers.Layer):
+    ...     def __init__(self, **kwargs):
+    ...         super().__init__(**kwargs)
+    ...         self.set_family(Example(), kernel_regularizer="l2")
+    >>> Front().size, Front().get_config()["kernel_regularizer"]["class_name"]
+    (3, 'L2')
     """
 
+    regularizers = keras.regularizers
+
+    def set_family(self, options, kernel_regularizer=None):
+        """Stores the options and the (deserialised) kernel regulariser."""
+        self.options = options
+        self.kernel_regularizer = self.regularizers.get(kernel_regularizer)
+
     def __getattr__(self, name):
-        options = type(self).__dict__.get("options", self.__dict__.get("options"))
+        options = self.__dict__.get("options")
         if options is not None and name in type(options).field_names():
             return getattr(options, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def get_config(self):
+        return {**super().get_config(), **self.options.to_config(),
+                "kernel_regularizer": self.regularizers.serialize(self.kernel_regularizer)}

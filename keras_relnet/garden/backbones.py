@@ -9,15 +9,13 @@ and L2 regulariser.
 import tf_keras
 from official.vision.modeling.backbones import factory
 
+from keras_relnet.applications.common import STAGE_DEPTHS
 from keras_relnet.applications.layer_kit import LayerKit
-from keras_relnet.applications.lrnet import STAGE_DEPTHS as LRNET_DEPTHS
 from keras_relnet.applications.lrnet import lrnet_endpoints
-from keras_relnet.applications.resnet import STAGE_DEPTHS as RESNET_DEPTHS
 from keras_relnet.applications.resnet import resnet_endpoints
 from keras_relnet.garden import layers
 
-ARCHITECTURES = {"lrnet": (lrnet_endpoints, LRNET_DEPTHS),
-                 "resnet_context": (resnet_endpoints, RESNET_DEPTHS)}
+ARCHITECTURES = {"lrnet": lrnet_endpoints, "resnet_context": resnet_endpoints}
 
 
 def garden_kit(norm_activation_config=None, l2_regularizer=None):
@@ -69,13 +67,13 @@ class RelationBackbone(tf_keras.Model):
         if architecture not in ARCHITECTURES:
             raise ValueError(f"`architecture` must be one of {sorted(ARCHITECTURES)}; "
                              f"received {architecture!r}.")
-        endpoints_of, depths = ARCHITECTURES[architecture]
-        if model_id not in depths:
-            raise ValueError(f"`model_id` of {architecture} must be one of {sorted(depths)}; "
+        endpoints_of = ARCHITECTURES[architecture]
+        if model_id not in STAGE_DEPTHS:
+            raise ValueError(f"`model_id` of {architecture} must be one of {sorted(STAGE_DEPTHS)}; "
                              f"received {model_id!r}.")
         input_specs = input_specs or tf_keras.layers.InputSpec(shape=[None, None, None, 3])
         inputs = tf_keras.Input(shape=input_specs.shape[1:])
-        endpoints = endpoints_of(inputs, kit or garden_kit(), depths[model_id], **options)
+        endpoints = endpoints_of(inputs, kit or garden_kit(), STAGE_DEPTHS[model_id], **options)
         endpoints = {str(level): features for level, features in endpoints.items()}
         super().__init__(inputs=inputs, outputs=endpoints, name=f"{architecture}{model_id}")
         self._config = dict(architecture=architecture, model_id=model_id,

@@ -14,9 +14,8 @@ from official.vision.configs import backbones
 from official.vision.configs import image_classification
 from official.vision.configs import maskrcnn as maskrcnn_config
 
+from keras_relnet.applications.common import STAGE_DEPTHS
 from keras_relnet.applications.context_plan import context_plan
-from keras_relnet.applications.lrnet import STAGE_DEPTHS as LRNET_DEPTHS
-from keras_relnet.applications.resnet import STAGE_DEPTHS as RESNET_DEPTHS
 from keras_relnet.families.box_head import BoxHeadOptions
 from keras_relnet.families.duplicate_removal import DuplicateRemovalOptions
 from keras_relnet.families.local_relation import LocalRelationOptions
@@ -89,9 +88,8 @@ def check_backbone(backbone, path):
         return
     config = backbone.get()
     path = f"{path}.{backbone.type}"
-    depths = LRNET_DEPTHS if backbone.type == "lrnet" else RESNET_DEPTHS
-    if config.model_id not in depths:
-        raise ValueError(f"{path}.model_id must be one of {sorted(depths)}; "
+    if config.model_id not in STAGE_DEPTHS:
+        raise ValueError(f"{path}.model_id must be one of {sorted(STAGE_DEPTHS)}; "
                          f"received {config.model_id}.")
     try:
         context_plan(config.context_block or None, tuple(config.context_stages) or None,

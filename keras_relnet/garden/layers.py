@@ -16,28 +16,24 @@ import tf_keras
 
 from keras_relnet.families import box_head, duplicate_removal, global_context, local_relation
 from keras_relnet.families import non_local, object_relation, squeeze_excitation
-from keras_relnet.families.options import OptionsAttributes
+from keras_relnet.families.options import FamilyFront
 from keras_relnet.ops import checks
 from keras_relnet.ops.duplicate_removal import learned_detections
 
 _PACKAGE = "keras_relnet_garden"
 
 
-class _FamilyLayer(OptionsAttributes, tf_keras.layers.Layer):
+class _FamilyLayer(FamilyFront, tf_keras.layers.Layer):
     """A tf_keras front over a family: its options, weights and forward."""
 
     family = None  # the module in keras_relnet.families
     options_class = None
+    regularizers = tf_keras.regularizers
 
     def __init__(self, kernel_regularizer=None, **kwargs):
         options, base = self.options_class.split(kwargs)
         super().__init__(**base)
-        self.options = options
-        self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
-
-    def get_config(self):
-        return {**super().get_config(), **self.options.to_config(),
-                "kernel_regularizer": tf_keras.regularizers.serialize(self.kernel_regularizer)}
+        self.set_family(options, kernel_regularizer)
 
 
 class _ImageFamilyLayer(_FamilyLayer):

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from keras_relnet.families import duplicate_removal as family
 from keras_relnet.families.duplicate_removal import DuplicateRemovalOptions
-from keras_relnet.families.options import OptionsAttributes
+from keras_relnet.families.options import FamilyFront
 from keras_relnet.layers.box_inputs import BoxInputLayer
 from keras_relnet.layers.object_relation import ObjectRelation
 from keras_relnet.ops import checks
@@ -13,7 +13,7 @@ from keras_relnet.ops.duplicate_removal import IOU_THRESHOLDS, learned_detection
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
-class DuplicateRemoval(OptionsAttributes, BoxInputLayer):
+class DuplicateRemoval(FamilyFront, BoxInputLayer):
     """Learned duplicate removal, the network that replaces NMS (CVPR 2018).
 
     Per class, the top `top_k` RoIs by score are the candidates. Each gets
@@ -72,10 +72,10 @@ class DuplicateRemoval(OptionsAttributes, BoxInputLayer):
                  size_offset=0.0, query_chunk_size=32, max_detections=100,
                  score_threshold=1e-3, kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        self.options = DuplicateRemovalOptions(
+        options = DuplicateRemovalOptions(
             top_k, iou_thresholds, embedding_dim, rank_dim, num_heads, key_dim, geometry_dim,
             box_format, size_offset, query_chunk_size, max_detections, score_threshold)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.set_family(options, kernel_regularizer)
         (self.rank_embedding, self.appearance_embedding, self.relation,
          self.classifier) = family.create_layers(keras.layers, ObjectRelation, self.options,
                                                  self.kernel_regularizer,
@@ -134,7 +134,3 @@ class DuplicateRemoval(OptionsAttributes, BoxInputLayer):
         return {"scores": candidates + (len(self.iou_thresholds),),
                 "initial_scores": candidates, "boxes": candidates + (4,),
                 "valid": candidates, "indices": candidates}
-
-    def get_config(self):
-        return {**super().get_config(), **self.options.to_config(),
-                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)}

@@ -4,12 +4,11 @@ import keras
 
 from keras_relnet.families import global_context as family
 from keras_relnet.families.global_context import GlobalContextOptions
-from keras_relnet.families.options import OptionsAttributes
-from keras_relnet.layers.image_layer import ImageLayer
+from keras_relnet.layers.image_layer import ImageFamilyLayer
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
-class GlobalContext(OptionsAttributes, ImageLayer):
+class GlobalContext(ImageFamilyLayer):
     """Global context block: one query-independent context added to every pixel.
 
     Pools one context vector per image, transforms it, and fuses it into
@@ -57,30 +56,15 @@ class GlobalContext(OptionsAttributes, ImageLayer):
     TensorShape([2, 7, 7, 64])
     """
 
+    family = family
+
     def __init__(self, ratio=1 / 16, pooling="attention", fusion=("add",),
                  transform="bottleneck", kernel_initializer="glorot_uniform",
                  kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        self.options = GlobalContextOptions(ratio, pooling, fusion, transform,
-                                            kernel_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-
-    def build(self, input_shape):
-        channels = self.checked_channels(input_shape)
-        self.family_weights = family.create_weights(self.add_weight, self.options, channels,
-                                                     self.kernel_regularizer)
-        self.expect_channels(channels)
+        self.set_family(GlobalContextOptions(ratio, pooling, fusion, transform,
+                                             kernel_initializer), kernel_regularizer)
 
     def call(self, inputs, return_attention_scores=False):
-        outputs, attention = family.forward(self.to_nhwc(inputs), self.family_weights,
-                                            self.options)
-        outputs = self.from_nhwc(outputs)
+        outputs, attention = self.family_forward(inputs)
         return (outputs, attention) if return_attention_scores else outputs
-
-    def compute_output_shape(self, input_shape):
-        self.checked_channels(input_shape)
-        return tuple(input_shape)
-
-    def get_config(self):
-        return {**super().get_config(), **self.options.to_config(),
-                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)}

@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from keras_relnet.families.options import FamilyFront
 from keras_relnet.ops import checks
 
 DATA_FORMATS = ("channels_last", "channels_first")
@@ -86,3 +87,31 @@ class ImageLayer(keras.layers.Layer):
         config = super().get_config()
         config["data_format"] = self.data_format
         return config
+
+
+class ImageFamilyLayer(FamilyFront, ImageLayer):
+    """A Keras 3 front over an image family of `keras_relnet.families`.
+
+    `build` creates the family's weights for the input channels; `forward`
+    runs the family's forward on the NHWC view of the inputs and returns its
+    outputs in the layer's format (and the attention, if the family has one).
+    Subclasses set `family` and call `set_family` in `__init__`.
+    """
+
+    family = None  # the module in keras_relnet.families
+
+    def build(self, input_shape):
+        channels = self.checked_channels(input_shape)
+        self.family_weights = self.family.create_weights(self.add_weight, self.options, channels,
+                                                         self.kernel_regularizer)
+        self.expect_channels(channels)
+
+    def family_forward(self, inputs):
+        """`(outputs, attention or None)` of the family's forward."""
+        outputs = self.family.forward(self.to_nhwc(inputs), self.family_weights, self.options)
+        outputs, attention = outputs if isinstance(outputs, tuple) else (outputs, None)
+        return self.from_nhwc(outputs), attention
+
+    def compute_output_shape(self, input_shape):
+        self.checked_channels(input_shape)
+        return tuple(input_shape)

@@ -4,13 +4,12 @@ import keras
 
 from keras_relnet.families import local_relation as family
 from keras_relnet.families.local_relation import LocalRelationOptions
-from keras_relnet.families.options import OptionsAttributes
-from keras_relnet.layers.image_layer import ImageLayer
+from keras_relnet.layers.image_layer import ImageFamilyLayer
 from keras_relnet.ops.local_relation import dispatch as local_relation_dispatch
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
-class LocalRelation2D(OptionsAttributes, ImageLayer):
+class LocalRelation2D(ImageFamilyLayer):
     """Local relation layer: adaptive k x k aggregation, a convolution replacement.
 
     Each output pixel aggregates its k x k input window with weights computed
@@ -71,6 +70,8 @@ class LocalRelation2D(OptionsAttributes, ImageLayer):
     TensorShape([2, 16, 16, 64])
     """
 
+    family = family
+
     def __init__(
         self,
         kernel_size=7,
@@ -88,23 +89,18 @@ class LocalRelation2D(OptionsAttributes, ImageLayer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.options = LocalRelationOptions(
+        self.set_family(LocalRelationOptions(
             kernel_size, channels_per_group, strides, dilation_rate, composability,
             value_projection, geometry_hidden_units, scale, implementation,
-            kernel_initializer, geometry_initializer)
+            kernel_initializer, geometry_initializer), kernel_regularizer)
         self.supports_jit = local_relation_dispatch.supports_jit(self.options.implementation)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
     def build(self, input_shape):
-        channels = self.checked_channels(input_shape)
-        self.options.groups(channels, input_shape)
-        self.family_weights = family.create_weights(self.add_weight, self.options, channels,
-                                                      self.kernel_regularizer)
-        self.expect_channels(channels)
+        self.options.groups(self.checked_channels(input_shape), input_shape)
+        super().build(input_shape)
 
     def call(self, inputs):
-        return self.from_nhwc(family.forward(self.to_nhwc(inputs), self.family_weights,
-                                             self.options))
+        return self.family_forward(inputs)[0]
 
     def compute_output_shape(self, input_shape):
         channels = self.checked_channels(input_shape)
@@ -112,7 +108,3 @@ class LocalRelation2D(OptionsAttributes, ImageLayer):
         batch, height, width, _ = self.nhwc_shape(input_shape)
         size = self.options.output_spatial_size
         return self.shape_from_nhwc((batch, size(height), size(width), channels))
-
-    def get_config(self):
-        return {**super().get_config(), **self.options.to_config(),
-                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)}

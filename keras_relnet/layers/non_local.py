@@ -4,12 +4,11 @@ import keras
 
 from keras_relnet.families import non_local as family
 from keras_relnet.families.non_local import NonLocalOptions
-from keras_relnet.families.options import OptionsAttributes
-from keras_relnet.layers.image_layer import ImageLayer
+from keras_relnet.layers.image_layer import ImageFamilyLayer
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
-class NonLocal2D(OptionsAttributes, ImageLayer):
+class NonLocal2D(ImageFamilyLayer):
     """Non-local block: every position attends to every other position.
 
     `z = x + W_z(sum_j f(x_i, x_j) g(x_j))` (Wang et al., "Non-local Neural
@@ -52,28 +51,14 @@ class NonLocal2D(OptionsAttributes, ImageLayer):
     TensorShape([1, 6, 6, 16])
     """
 
+    family = family
+
     def __init__(self, reduction=2, mode="embedded_gaussian", sub_sample=False,
                  use_scale=True, kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        self.options = NonLocalOptions(reduction, mode, sub_sample, use_scale)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-
-    def build(self, input_shape):
-        channels = self.checked_channels(input_shape)
-        self.family_weights = family.create_weights(self.add_weight, self.options, channels,
-                                                       self.kernel_regularizer)
-        self.expect_channels(channels)
+        self.set_family(NonLocalOptions(reduction, mode, sub_sample, use_scale),
+                        kernel_regularizer)
 
     def call(self, inputs, return_attention_scores=False):
-        outputs, weights = family.forward(self.to_nhwc(inputs), self.family_weights,
-                                          self.options)
-        outputs = self.from_nhwc(outputs)
+        outputs, weights = self.family_forward(inputs)
         return (outputs, weights) if return_attention_scores else outputs
-
-    def compute_output_shape(self, input_shape):
-        self.checked_channels(input_shape)
-        return tuple(input_shape)
-
-    def get_config(self):
-        return {**super().get_config(), **self.options.to_config(),
-                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)}

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from keras_relnet.families import object_relation as family
 from keras_relnet.families.object_relation import ObjectRelationOptions
-from keras_relnet.families.options import OptionsAttributes
+from keras_relnet.families.options import FamilyFront
 from keras_relnet.layers.box_inputs import BoxInputLayer
 from keras_relnet.ops import checks
 
@@ -46,7 +46,7 @@ def checked_object_inputs(features_shape, boxes_shape, key_mask_shape=None):
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
-class ObjectRelation(OptionsAttributes, BoxInputLayer):
+class ObjectRelation(FamilyFront, BoxInputLayer):
     """Object relation module: attention between objects with a geometric term.
 
     Each object attends to every other (unmasked) object through its
@@ -103,10 +103,10 @@ class ObjectRelation(OptionsAttributes, BoxInputLayer):
                  residual=False, box_format="yxyx", size_offset=0.0, query_chunk_size=256,
                  kernel_initializer=None, kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        self.options = ObjectRelationOptions(num_heads, key_dim, geometry_dim, use_geometry,
-                                             residual, box_format, size_offset,
-                                             query_chunk_size, kernel_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        options = ObjectRelationOptions(num_heads, key_dim, geometry_dim, use_geometry, residual,
+                                        box_format, size_offset, query_chunk_size,
+                                        kernel_initializer)
+        self.set_family(options, kernel_regularizer)
 
     def build(self, features_shape, boxes_shape, key_mask_shape=None):
         width = checked_object_inputs(features_shape, boxes_shape, key_mask_shape)
@@ -133,7 +133,3 @@ class ObjectRelation(OptionsAttributes, BoxInputLayer):
         attention_dtype = "float64" if self.compute_dtype == "float64" else "float32"
         return outputs, keras.KerasTensor((batch, self.num_heads, count, count),
                                           dtype=attention_dtype)
-
-    def get_config(self):
-        return {**super().get_config(), **self.options.to_config(),
-                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)}

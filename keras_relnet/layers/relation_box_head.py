@@ -5,14 +5,14 @@ import tensorflow as tf
 
 from keras_relnet.families import box_head as family
 from keras_relnet.families.box_head import BoxHeadOptions
-from keras_relnet.families.options import OptionsAttributes
+from keras_relnet.families.options import FamilyFront
 from keras_relnet.layers.box_inputs import BoxInputLayer
 from keras_relnet.layers.object_relation import ObjectRelation
 from keras_relnet.ops import checks
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
-class RelationBoxHead(OptionsAttributes, BoxInputLayer):
+class RelationBoxHead(FamilyFront, BoxInputLayer):
     """The "2fc+RM" box head of Relation Networks for Object Detection.
 
     Per RoI: flatten -> fc -> (+ relation) -> ReLU, `num_fcs` times, then a
@@ -59,10 +59,10 @@ class RelationBoxHead(OptionsAttributes, BoxInputLayer):
                  geometry_dim=64, box_format="yxyx", size_offset=0.0, query_chunk_size=256,
                  class_agnostic_boxes=False, kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        self.options = BoxHeadOptions(num_classes, fc_dim, num_fcs, use_relation, num_heads,
-                                      geometry_dim, box_format, size_offset, query_chunk_size,
-                                      class_agnostic_boxes)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        options = BoxHeadOptions(num_classes, fc_dim, num_fcs, use_relation, num_heads,
+                                 geometry_dim, box_format, size_offset, query_chunk_size,
+                                 class_agnostic_boxes)
+        self.set_family(options, kernel_regularizer)
         self.fcs, self.relations, self.classifier, self.box_regressor = family.create_layers(
             keras.layers, ObjectRelation, self.options, self.kernel_regularizer,
             dtype=self.dtype_policy)
@@ -93,7 +93,3 @@ class RelationBoxHead(OptionsAttributes, BoxInputLayer):
     def compute_output_shape(self, roi_features_shape, boxes_shape, roi_mask_shape=None):
         batch, rois = tuple(roi_features_shape)[:2]
         return (batch, rois, self.options.num_classes), (batch, rois, self.options.box_outputs)
-
-    def get_config(self):
-        return {**super().get_config(), **self.options.to_config(),
-                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)}

@@ -3,13 +3,12 @@
 import keras
 
 from keras_relnet.families import squeeze_excitation as family
-from keras_relnet.families.options import OptionsAttributes
 from keras_relnet.families.squeeze_excitation import SqueezeExcitationOptions
-from keras_relnet.layers.image_layer import ImageLayer
+from keras_relnet.layers.image_layer import ImageFamilyLayer
 
 
 @keras.saving.register_keras_serializable(package="keras_relnet")
-class SqueezeExcitation(OptionsAttributes, ImageLayer):
+class SqueezeExcitation(ImageFamilyLayer):
     """Squeeze-excitation: rescale channels by a gate computed from the mean.
 
     `out = x * sigmoid(W2 ReLU(W1 GAP(x) + b1) + b2)` with `W1: C -> int(C *
@@ -38,26 +37,12 @@ class SqueezeExcitation(OptionsAttributes, ImageLayer):
     TensorShape([1, 5, 5, 8])
     """
 
+    family = family
+
     def __init__(self, ratio=1 / 16, kernel_initializer="glorot_uniform",
                  kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        self.options = SqueezeExcitationOptions(ratio, kernel_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-
-    def build(self, input_shape):
-        channels = self.checked_channels(input_shape)
-        self.family_weights = family.create_weights(self.add_weight, self.options, channels,
-                                                self.kernel_regularizer)
-        self.expect_channels(channels)
+        self.set_family(SqueezeExcitationOptions(ratio, kernel_initializer), kernel_regularizer)
 
     def call(self, inputs):
-        return self.from_nhwc(family.forward(self.to_nhwc(inputs), self.family_weights,
-                                             self.options))
-
-    def compute_output_shape(self, input_shape):
-        self.checked_channels(input_shape)
-        return tuple(input_shape)
-
-    def get_config(self):
-        return {**super().get_config(), **self.options.to_config(),
-                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)}
+        return self.family_forward(inputs)[0]

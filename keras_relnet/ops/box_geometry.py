@@ -1,6 +1,6 @@
 """Box geometry of the object relation module: relative geometry and its
 sinusoidal embedding (Hu et al., "Relation Networks for Object Detection",
-CVPR 2018). Spec: `shared/specs/object_relation.md`, section 1.
+CVPR 2018). The math: `docs/object_relation.md`.
 
 Everything here runs in float32 (float64 stays float64) whatever the input
 dtype: log-ratios of box sizes lose too much in float16. Boxes come from

@@ -2,7 +2,7 @@
 
 The math of the global-context layers (Cao et al., GCNet 2019; Wang et al.,
 Non-local Neural Networks, CVPR 2018; Hu et al., SE-Net, CVPR 2018). Spec:
-`shared/specs/global_context.md`. Layout is NHWC, `L = H * W`.
+`docs/global_context.md`. Layout is NHWC, `L = H * W`.
 
 Every softmax and normalisation statistic runs in float32 for float16/bfloat16
 inputs; results come back in the input dtype.

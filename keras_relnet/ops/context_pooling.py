@@ -5,7 +5,7 @@ traffic, not arithmetic. So both carry hand-written gradients: every sum over
 positions is a matrix product (half the time of `reduce_sum` on CPU), and the
 two outer products of the attention-pooling backward (through the weights and
 through the logits) are merged into one rank-2 product. Against autodiff this
-takes 26-43% off a GC block's forward+backward time on CPU (README, "Context blocks").
+takes 26-43% off a GC block's forward+backward time on CPU (`docs/benchmarks.md`, "Context blocks").
 """
 
 import tensorflow as tf

@@ -1,6 +1,6 @@
 """Learned duplicate removal ("learned NMS"): candidates, targets, loss and
 detections (Hu et al., "Relation Networks for Object Detection", CVPR 2018).
-Spec: `shared/specs/object_relation.md`, section 2.
+The math: `docs/object_relation.md` (duplicate removal).
 
 Layout: per image and class, the top `n` scoring RoIs are the candidates,
 `[B, C, n, ...]`; classes index the columns of the (background-free) scores.

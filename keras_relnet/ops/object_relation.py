@@ -1,6 +1,6 @@
 """Object relation module: multi-head attention between objects with a
 relative-geometry term (Hu et al., "Relation Networks for Object Detection",
-CVPR 2018). Spec: `shared/specs/object_relation.md`, section 1.
+CVPR 2018). The math: `docs/object_relation.md`.
 
 For query i, key j and head h:
 

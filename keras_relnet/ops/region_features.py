@@ -1,6 +1,6 @@
 """Learnable region features: object-pixel relation as a replacement of RoIAlign
 (Gu et al., "Learning Region Features for Object Detection", ECCV 2018).
-Spec: `shared/specs/object_relation.md`, section 3.
+The math: `docs/object_relation.md` (learnable region features).
 
 Part k of box b is a weighted sum over the pixels p of its support (the box
 enlarged by a context factor):

@@ -6,7 +6,7 @@
 #      bfloat16, then the kernel times at the LR-Net-50 shapes (batch 8, 32);
 #   3. compute-sanitizer memcheck and racecheck on a few cases;
 #   4. PyTorch's cuDNN depthwise 7x7 at the same shapes, and the table
-#      (gpu_report.py) that goes into the README.
+#      (gpu_report.py) that goes into docs/kernels.md.
 #
 #   custom_ops/local_relation/harness/gpu_check.sh [OUTPUT_DIR] [CASES]
 #

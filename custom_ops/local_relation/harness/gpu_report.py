@@ -1,4 +1,4 @@
-"""The README table of a GPU check: the harness's kernel times beside PyTorch's
+"""The table of a GPU check (for `docs/kernels.md`): the harness's kernel times beside PyTorch's
 cuDNN depthwise 7x7 convolution of the same shapes, timed in the same run.
 
     python3 gpu_report.py OUTPUT_DIR [--device cuda|cpu] [--repeats N]
