@@ -32,7 +32,7 @@ ops: $(INSTALLED)
 
 # The TensorFlow-free CUDA test harness (run it on any GPU machine: build/cuda_harness,
 # or custom_ops/local_relation/harness/gpu_check.sh for the whole GPU check; its CPU
-# reference is built without -march=native, so the binary travels).
+# reference is built without the machine-specific LOCAL_CXX_FLAGS, so the binary travels).
 HARNESS := custom_ops/local_relation/harness
 # Flags from build_flags.bzl, the one definition the op library and Bazel use too.
 FLAGS_OF = $(shell $(PYTHON) custom_ops/build.py --print-flags $(1))

@@ -34,8 +34,9 @@ from tests.sample_photos import sample_photos
 from tests.trained_digits import trained_digits_model
 
 FORMATS = {"saved_model": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
-# The default run exports LR-Net-26 (the context blocks are in every_image_layer_model); the rest are slow.
-FAST_APPLICATIONS = ("lrnet26",)
+# Whole applications export in the slow run (3+ minutes each); the default run exports
+# every image layer (every_image_layer_model), and test_cli a package LR-Net.
+FAST_APPLICATIONS = ()
 APPLICATION_IMAGE_SIZE = 64  # every stage stays > 1 pixel; conversion time is size-free
 
 

@@ -210,7 +210,8 @@ def test_backbone_trains_in_the_image_classification_task(experiment, backbone, 
         context = [layer for layer in model.backbone.layers
                    if isinstance(layer, garden_layers.GlobalContext)]
         assert len(context) == 6  # c3-c5 of ResNet-26
-        assert all(np.abs(layer.transforms["add"][4].numpy()).max() > 0 for layer in context)
+        last_kernels = [layer.family_weights.transforms["add"][4] for layer in context]
+        assert all(np.abs(kernel.numpy()).max() > 0 for kernel in last_kernels)
 
 
 def test_launcher_trains_an_experiment_with_model_garden_flags(tmp_path):

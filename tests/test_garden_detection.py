@@ -85,6 +85,7 @@ def training_losses(model_dir, tag="total_loss"):
     return losses
 
 
+@pytest.mark.slow  # 3+ minutes; the default run builds the model and trains a step below
 def test_relation_faster_rcnn_trains_and_evaluates_with_the_relation_head(coco_dir, tmp_path):
     backbone = {"type": "resnet", "resnet": {"model_id": 18}}
     model, logs = run("fasterrcnn_relation_resnetfpn_coco", tiny_overrides(coco_dir),

@@ -46,7 +46,7 @@ def test_kernel_library_is_built_and_loads():
     assert "cpu" in local_relation_kernel.built_devices()
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(batch=st.integers(1, 4), height=st.integers(1, 13), width=st.integers(1, 13),
        groups=st.integers(1, 3), group_size=st.sampled_from([1, 4, 8, 16]),
        kernel_size=st.sampled_from([3, 5, 7, 9]), strides=st.sampled_from([1, 2]),

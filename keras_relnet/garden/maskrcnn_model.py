@@ -81,8 +81,8 @@ class RelationMaskRCNNModel(maskrcnn_model.MaskRCNNModel):
                 candidates["valid"])))
         else:
             options = self.duplicate_removal.options
-            found = learned_detections(candidates, options["max_detections"],
-                                       options["score_threshold"])
+            found = learned_detections(candidates, options.max_detections,
+                                       options.score_threshold)
             model_outputs.update({
                 "detection_boxes": found["nmsed_boxes"],
                 "detection_scores": found["nmsed_scores"],
