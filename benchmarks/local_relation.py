@@ -19,6 +19,8 @@ import argparse
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow keeps CPU allocator statistics (the peak-memory column) only for BFC.
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
