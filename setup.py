@@ -4,38 +4,66 @@ import pathlib
 import subprocess
 import sys
 
-from setuptools import find_packages, setup
+from setuptools import Distribution, find_packages, setup
+from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_py import build_py
+
+ROOT = pathlib.Path(__file__).resolve().parent
+BUILDER = ROOT / "keras_relnet" / "ops" / "local_relation" / "builder.py"
 
 
 class BuildPyWithKernels(build_py):
-    """Builds the custom local relation kernels (custom_ops/build.py) into the package.
+    """Builds the compiled local relation kernels into the package.
 
-    They need the installed TensorFlow's headers: with pip's build isolation
-    (no TensorFlow in the build environment) the step is skipped with a
-    message, and `make ops` or `python custom_ops/build.py` builds them later;
-    until then `implementation="auto"` falls back to the reference path.
+    A wheel gets every portable CPU level of its architecture (the loader
+    picks one at run time); an editable install gets this CPU's level. The
+    build needs the installed TensorFlow's headers: under pip's build
+    isolation (no TensorFlow in the build environment) it is skipped with a
+    message, and the package builds its kernel on first use instead.
     """
 
     def run(self):
-        script = pathlib.Path(__file__).with_name("custom_ops") / "build.py"
-        # An editable install runs where it was built; a wheel may run anywhere.
-        portable = [] if getattr(self, "editable_mode", False) else ["--portable"]
-        if subprocess.run([sys.executable, str(script), *portable]).returncode:
-            print("keras-relnet: the custom kernels were not built (see above); run "
-                  "`python custom_ops/build.py` in the installed environment.", file=sys.stderr)
         super().run()
+        editable = getattr(self, "editable_mode", False)
+        output = BUILDER.parent if editable else (
+            pathlib.Path(self.build_lib) / "keras_relnet" / "ops" / "local_relation")
+        levels = "this" if editable else "all"
+        command = [sys.executable, str(BUILDER), "--levels", levels, "--output", str(output)]
+        if subprocess.run(command).returncode:
+            print("keras-relnet: the compiled kernels were not built (see above); the package "
+                  "builds them on first use, or run `keras-relnet build-kernels`.",
+                  file=sys.stderr)
+
+
+class DistributionWithKernels(Distribution):
+    """The package holds native code (the kernels), so it installs to platlib."""
+
+    def has_ext_modules(self):
+        return True
+
+
+class PlatformWheel(bdist_wheel):
+    """A wheel for one platform and any Python 3: the kernels are native code
+    that links TensorFlow's framework library, not the Python C API."""
+
+    def get_tag(self):
+        _, _, platform_tag = super().get_tag()
+        return "py3", "none", platform_tag
+
 
 setup(
     name="keras-relnet",
     version="0.1.0",
     description="Relation networks (local relation, global context, object "
     "relation) as Keras 3 layers and models.",
-    long_description=pathlib.Path(__file__).with_name("README.md").read_text(),
+    long_description=(ROOT / "README.md").read_text(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["keras_relnet", "keras_relnet.*"]),
-    package_data={"keras_relnet.ops.local_relation": ["_local_relation_ops.so"]},
-    cmdclass={"build_py": BuildPyWithKernels},
+    # The kernel sources travel with the package: the build on first use compiles them.
+    package_data={"keras_relnet.ops.local_relation": [
+        "csrc/*.h", "csrc/*.cc", "csrc/*.cu", "csrc/build_flags.bzl"]},
+    cmdclass={"build_py": BuildPyWithKernels, "bdist_wheel": PlatformWheel},
+    distclass=DistributionWithKernels,
     python_requires=">=3.10",
     install_requires=["tensorflow~=2.20.0", "keras>=3.10,<4", "numpy"],
     extras_require={

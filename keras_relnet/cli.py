@@ -4,6 +4,7 @@
     keras-relnet prepare-imagenet --source IMAGENET_DIR --output SHARD_DIR
     keras-relnet train-imagenet --model lrnet50 --data-dir SHARD_DIR --model-dir DIR
     keras-relnet evaluate --model best.keras --data-dir DIR
+    keras-relnet build-kernels [--level native] [--force]
 """
 
 import argparse
@@ -20,6 +21,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from keras_relnet.data import command as data_command
     from keras_relnet.export import command as export_command
+    from keras_relnet.ops.local_relation import kernel_command
     from keras_relnet.training import command as training_command
 
     parser = argparse.ArgumentParser(prog="keras-relnet", description=__doc__.splitlines()[0])
@@ -40,6 +42,10 @@ def main(argv=None):
         "evaluate", help="top-1/top-5 of a model on the ImageNet validation shards")
     training_command.add_evaluate_arguments(evaluate_parser)
     evaluate_parser.set_defaults(run=training_command.run_evaluate)
+    kernels_parser = commands.add_parser(
+        "build-kernels", help="compile the local relation kernel for this machine (cached)")
+    kernel_command.add_arguments(kernels_parser)
+    kernels_parser.set_defaults(run=kernel_command.run)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

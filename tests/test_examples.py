@@ -72,3 +72,16 @@ def test_input_pipeline_benchmark_quick_run_prints_every_pipeline():
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if re.search(r"\d\.\d\dx$", line)]
     assert len(rows) == 4 and rows[0].endswith(" 1.00x"), result.stdout
+
+
+@pytest.mark.slow
+def test_kernel_levels_benchmark_compares_two_libraries_that_agree():
+    result = run_script("benchmarks/kernel_levels.py", "--quick")
+    assert result.returncode == 0, result.stderr[-3000:]
+    agreement = re.search(r"largest output difference to native: (.*)", result.stdout).group(1)
+    differences = [float(part.split()[1]) for part in agreement.split(", ")]
+    assert differences and max(differences) <= 1e-4, result.stdout
+    ratios = [float(r) for r in re.findall(r"\| (\d+\.\d\d)x \|", result.stdout)]
+    native_rows = [line for line in result.stdout.splitlines() if "| native |" in line]
+    assert len(native_rows) == 4 and all(" 1.00x " in row for row in native_rows)
+    assert all(0.2 < ratio < 5 for ratio in ratios), result.stdout

@@ -126,7 +126,8 @@ def test_the_layer_builds_and_fits_on_a_simulated_gpu(simulated_gpu):
 
 
 @pytest.mark.parametrize("gpu, implementation", [
-    (False, "auto"), (True, "auto"), (True, "reference"), (True, "custom")])
+    (False, "auto"), pytest.param(True, "auto", marks=pytest.mark.slow),  # 1.5 min: XLA
+    (True, "reference"), (True, "custom")])
 def test_lrnet26_builds_and_traces_without_reading_a_tensor(monkeypatch, gpu, implementation):
     if gpu:
         monkeypatch.setattr(placement, "visible_gpus", lambda: [FAKE_GPU])

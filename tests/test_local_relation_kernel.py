@@ -1,4 +1,4 @@
-"""The compiled local relation kernel (`custom_ops/local_relation/`) against the
+"""The compiled local relation kernel (`keras_relnet/ops/local_relation/csrc/`) against the
 reference implementation: forward and every gradient on random shapes,
 finite differences, half precision, malformed inputs, dispatch and export."""
 
@@ -181,9 +181,9 @@ def test_custom_inside_xla_raises_and_auto_falls_back_to_the_reference():
 
 
 def test_missing_library_warns_once_for_auto_and_raises_for_custom(monkeypatch):
-    missing = (None, "_local_relation_ops.so is not built (run `make ops`)")
+    missing = (None, "the package carries no compiled kernel, and building on first use is off")
     monkeypatch.setattr(local_relation_kernel, "library", lambda: missing)
-    with pytest.raises(ValueError, match="is not built"):
+    with pytest.raises(ValueError, match="carries no compiled kernel"):
         ops.resolve_implementation("custom")
     with pytest.warns(UserWarning, match="compiled local relation kernel is unavailable"):
         assert ops.resolve_implementation("auto")[0] == "reference"
@@ -249,7 +249,8 @@ def test_cuda_kernels_equal_the_cpu_kernels_under_cpu_emulation():
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bazel") is None, reason="no bazel on this machine")
 def test_bazel_builds_the_cpu_library_and_it_matches_the_numpy_spec(tmp_path):
-    subprocess.run(["bazel", "--batch", "build", "//:_local_relation_ops.so"], cwd=ROOT,
+    target = "keras_relnet/ops/local_relation/csrc:_local_relation_ops.native.so"
+    subprocess.run(["bazel", "--batch", "build", f"//{target}"], cwd=ROOT,
                    check=True, capture_output=True)
     # A fresh process: this one has the package's library (the same ops) loaded.
     script = tmp_path / "check.py"
@@ -258,7 +259,7 @@ import sys
 sys.path.insert(0, {str(ROOT / "tests")!r})
 import numpy as np, tensorflow as tf
 from numpy_local_relation import numpy_local_relation
-library = tf.load_op_library({str(ROOT / "bazel-bin" / "_local_relation_ops.so")!r})
+library = tf.load_op_library({str(ROOT / "bazel-bin" / target.replace(":", "/"))!r})
 rng = np.random.default_rng(0)
 q, k = rng.normal(size=(2, 5, 4, 2)), rng.normal(size=(2, 9, 7, 2))
 v, p = rng.normal(size=(2, 9, 7, 8)), rng.normal(size=(2, 3, 3))

@@ -114,7 +114,7 @@ def gradient_errors(implementation, strides, composability, kernel_size=3):
     return [np.abs(a - n).max() for a, n in zip(analytic, numeric)]
 
 
-@pytest.mark.parametrize("implementation", ["reference", "xla"])
+@pytest.mark.parametrize("implementation", ["reference"])  # "xla" equals it: the test below
 @pytest.mark.parametrize("strides", [1, 2])
 @pytest.mark.parametrize("composability", ops.COMPOSABILITIES)
 def test_gradients_match_finite_differences(implementation, strides, composability):

@@ -1,5 +1,7 @@
 """Box geometry ops and the ObjectRelation layer against the NumPy spec."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -7,6 +9,7 @@ import tensorflow as tf
 
 from keras_relnet.layers import ObjectRelation
 from keras_relnet.ops.box_geometry import geometry_embedding, relative_geometry
+from keras_relnet.ops.portable import portable_graphs
 from tests.layer_contract import (
     assert_mirrored_fit_matches_one_device,
     assert_loss_gradients_match_finite_differences,
@@ -62,6 +65,18 @@ def test_layer_matches_numpy(use_geometry, query_chunk_size):
                                           use_geometry=use_geometry)
     np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
     np.testing.assert_allclose(attention.numpy(), want_attention, atol=1e-5)
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_a_last_query_chunk_of_one_matches_numpy_in_float32(portable):
+    # 9 objects in chunks of 4 leave a chunk of one: TF 2.20's oneDNN batch
+    # matmul gets [B > 1, 1, N, D] x [D, K] wrong on AVX-512 CPUs.
+    features, boxes = random_features(3, 9, 16, 4), random_boxes(3, 9, 5)
+    layer = built_layer(features, boxes, num_heads=4, query_chunk_size=4)
+    with portable_graphs() if portable else contextlib.nullcontext():
+        got = layer(features, boxes)
+    want, _ = numpy_relation(features, boxes, relation_weights(layer), 4)
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-4)
 
 
 def test_xyxy_boxes_and_residual():

@@ -12,7 +12,7 @@ DOCS_PATH = re.compile(r"\bdocs/[\w./-]+?\.md\b")
 
 def text_files():
     yield ROOT / "README.md"
-    yield ROOT / "build_flags.bzl"
+    yield ROOT / "Makefile"
     for folder in FOLDERS:
         for path in sorted((ROOT / folder).rglob("*")):
             if path.suffix in SUFFIXES and path.is_file():

@@ -84,7 +84,7 @@ def test_lrnet_takes_the_same_context_options():
 
 def test_context_resnet_trains_with_unknown_input_size_and_mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_float16")
-    backbone = ResNet26(context_block="gc", include_top=False, pooling="avg")
+    backbone = ResNet((1, 1, 1, 1), context_block="gc", include_top=False, pooling="avg")
     assert backbone.input_shape == (None, None, None, 3)
     outputs = keras.layers.Dense(2, dtype="float32")(backbone.output)
     model = keras.Model(backbone.input, outputs)

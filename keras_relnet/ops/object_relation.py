@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from keras_relnet.ops import object_inputs
 from keras_relnet.ops.box_geometry import geometry_embedding, relative_geometry
+from keras_relnet.ops.context import dense
 from keras_relnet.ops.portable import portable_graphs_requested
 from keras_relnet.ops.precision import at_least_float32, compute_dtype
 
@@ -139,8 +140,10 @@ def _checked_inputs(features, boxes, key_mask, values, weights):
 
 
 def _project(inputs, kernel, bias=None):
-    outputs = tf.matmul(inputs, tf.cast(kernel, inputs.dtype))
-    return outputs if bias is None else outputs + tf.cast(bias, inputs.dtype)
+    # `dense` (a 2-D matmul), not tf.matmul of [B, 1, N, D] by [D, K]: TF 2.20's
+    # oneDNN batch matmul returns garbage and corrupts the heap for that shape
+    # (B > 1, a query chunk of one) on AVX-512 CPUs.
+    return dense(inputs, kernel, bias)
 
 
 def _attend(queries, query_boxes, keys, values, key_boxes, key_mask, weights, box_format,

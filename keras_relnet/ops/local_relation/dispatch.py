@@ -189,8 +189,10 @@ def explain(implementation="auto", dtype=tf.float32, channels_per_group=None,
     if module is None:
         kernels = f"not loaded: {load_failure}"
     else:
+        loaded = kernel.loaded_library()
         devices = ", ".join(sorted(kernel.built_devices()))
-        kernels = f"{kernel.LIBRARY_PATH} (kernels for {devices})"
+        kernels = (f"{loaded.path} (CPU level {loaded.level}, from the {loaded.origin}, built "
+                   f"for TensorFlow {loaded.tensorflow}; kernels for {devices})")
     indented = "\n".join(f"  {line}" for line in policy().splitlines())
     return (f"{decision}\nPolicy of implementation='auto':\n{indented}\n"
             f"Kernel library: {kernels}")

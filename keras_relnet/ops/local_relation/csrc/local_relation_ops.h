@@ -1,7 +1,10 @@
-// Declarations shared by the CPU (local_relation_ops.cc) and GPU
+// Declarations shared by the CPU (local_relation_ops.cc, local_relation_grad_cpu.cc) and GPU
 // (local_relation_gpu.cc) TensorFlow kernels of the local relation ops.
 #ifndef KERAS_RELNET_LOCAL_RELATION_OPS_H_
 #define KERAS_RELNET_LOCAL_RELATION_OPS_H_
+
+#include <cstdint>
+#include <functional>
 
 #include "local_relation_core.h"
 #include "local_relation_support.h"
@@ -56,12 +59,20 @@ inline StorageType StorageOf<Eigen::bfloat16>() { return StorageType::kBFloat16;
                                          ::tensorflow::Tensor** d_value,
                                          ::tensorflow::Tensor** d_prior);
 
-// Registers the forward and gradient kernels of `DEVICE` for storage type T.
-#define KERAS_RELNET_REGISTER_RELATION_KERNELS(DEVICE, T, Forward, Grad)                \
-  REGISTER_KERNEL_BUILDER(                                                              \
-      Name("KerasRelnetLocalRelation").Device(DEVICE).TypeConstraint<T>("T"), Forward<T>); \
-  REGISTER_KERNEL_BUILDER(                                                              \
+// Runs fn(begin, end) over [0, rows) on TF's CPU thread pool.
+void ParallelRows(::tensorflow::OpKernelContext* context, int64_t rows, int64_t cost_per_row,
+                  const std::function<void(int64_t, int64_t)>& fn);
+
+// Register the forward or the gradient kernel of `DEVICE` for storage type T.
+#define KERAS_RELNET_REGISTER_FORWARD_KERNEL(DEVICE, T, Forward) \
+  REGISTER_KERNEL_BUILDER(                                        \
+      Name("KerasRelnetLocalRelation").Device(DEVICE).TypeConstraint<T>("T"), Forward<T>)
+#define KERAS_RELNET_REGISTER_GRAD_KERNEL(DEVICE, T, Grad) \
+  REGISTER_KERNEL_BUILDER(                                  \
       Name("KerasRelnetLocalRelationGrad").Device(DEVICE).TypeConstraint<T>("T"), Grad<T>)
+#define KERAS_RELNET_REGISTER_RELATION_KERNELS(DEVICE, T, Forward, Grad) \
+  KERAS_RELNET_REGISTER_FORWARD_KERNEL(DEVICE, T, Forward);              \
+  KERAS_RELNET_REGISTER_GRAD_KERNEL(DEVICE, T, Grad)
 
 }  // namespace keras_relnet
 

@@ -8,12 +8,12 @@
 #   4. PyTorch's cuDNN depthwise 7x7 at the same shapes, and the table
 #      (gpu_report.py) that goes into docs/kernels.md.
 #
-#   custom_ops/local_relation/harness/gpu_check.sh [OUTPUT_DIR] [CASES]
+#   custom_ops/harness/gpu_check.sh [OUTPUT_DIR] [CASES]
 #
 # Exit status: that of the agreement run, or of a sanitizer run that found
 # errors. Every log lands in OUTPUT_DIR (default build/gpu_check).
 set -uo pipefail
-cd "$(dirname "$0")/../../.."
+cd "$(dirname "$0")/../.."
 out=${1:-build/gpu_check}
 cases=${2:-200}
 mkdir -p "$out"
@@ -34,5 +34,5 @@ else
   echo "compute-sanitizer not found: memcheck and racecheck skipped" | tee "$out/memcheck.txt"
 fi
 
-python3 custom_ops/local_relation/harness/gpu_report.py "$out" | tee "$out/report.md"
+python3 custom_ops/harness/gpu_report.py "$out" | tee "$out/report.md"
 exit "$status"

@@ -21,7 +21,8 @@
 // exp(L - lse).
 //
 // Compiled with -DKERAS_RELNET_CUDA_EMULATION by a host compiler, the same
-// source runs on the CPU under harness/cuda_emulation.h (`make cuda-emulation`).
+// source runs on the CPU under custom_ops/harness/cuda_emulation.h (`make cuda-emulation`,
+// which puts custom_ops/ on the include path).
 #if defined(KERAS_RELNET_CUDA_EMULATION)
 #include "harness/cuda_emulation.h"
 #else
