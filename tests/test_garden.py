@@ -72,6 +72,9 @@ def test_backbone_regularises_every_relation_and_context_kernel():
     ("resnet_context", resnet_endpoints, dict(context_block="se")),
 ])
 def test_backbone_is_the_package_architecture(architecture, endpoints_of, options):
+    # Seeded: the tolerance below holds for these weights whatever ran before (with
+    # random BN statistics some initialisations amplify rounding past it).
+    keras.utils.set_random_seed(0)
     backbone = RelationBackbone(architecture, 26, tf_keras.layers.InputSpec(
         shape=[None, 64, 64, 3]), **options)
     inputs = keras.Input((64, 64, 3))

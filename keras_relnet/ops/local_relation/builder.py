@@ -162,8 +162,8 @@ def tensorflow_build_facts(python=sys.executable):
     result = subprocess.run([python, "-c", script], capture_output=True, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if result.returncode:
-        raise RuntimeError(f"TensorFlow is not importable by {python}: "
-                           f"{result.stderr.strip().splitlines()[-1:]}")
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"TensorFlow is not importable by {python} ({last})")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -374,7 +374,11 @@ def main(argv=None):
             cuda_object(compiler, directory / f"local_relation_kernels_sm{architecture}.o",
                         [architecture], args.quiet)
         return 0
-    info = build(args.output, parse_levels(args.levels), args.force, args.quiet)
+    try:
+        info = build(args.output, parse_levels(args.levels), args.force, args.quiet)
+    except RuntimeError as error:  # no TensorFlow here, e.g. under pip's build isolation
+        print(f"keras-relnet: the kernels were not compiled: {error}", file=sys.stderr)
+        return 1
     print(f"built {', '.join(info['libraries'])} for TensorFlow {info['tensorflow']} "
           f"in {args.output}")
     return 0

@@ -15,7 +15,7 @@ import; `keras-relnet build-kernels` retries it. `KERAS_RELNET_BUILD_ON_FIRST_US
 turns the build on first use off.
 """
 
-import fcntl
+import contextlib
 import os
 import pathlib
 import shutil
@@ -53,6 +53,16 @@ def cache_directory(level):
     return cache_root() / f"tf{tf.__version__}-{level}-{builder.sources_digest()[:12]}"
 
 
+@contextlib.contextmanager
+def _locked(directory):
+    """Holds the cache directory's lock (waiting while another process holds it)."""
+    import fcntl  # POSIX; the kernels build with g++ and load as .so there only
+
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def cached_library(level):
     """The cached library of `level`, or None when it has not been built."""
     directory = cache_directory(level)
@@ -67,8 +77,7 @@ def remove_cached_library(level):
     directory = cache_directory(level)
     if not directory.exists():
         return
-    with open(directory / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(directory):
         for name in (builder.library_name(level), builder.BUILD_INFO, FAILED_LOG):
             (directory / name).unlink(missing_ok=True)
 
@@ -103,8 +112,7 @@ def build_into_cache(level, retry_failed=False, announce=True):
     """
     directory = cache_directory(level)
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # waits while another process compiles
+    with _locked(directory):  # waits while another process compiles
         cached = cached_library(level)
         if cached is not None:
             return cached, None
