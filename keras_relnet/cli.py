@@ -5,6 +5,7 @@
     keras-relnet train-imagenet --model lrnet50 --data-dir SHARD_DIR --model-dir DIR
     keras-relnet evaluate --model best.keras --data-dir DIR
     keras-relnet build-kernels [--level native] [--force]
+    keras-relnet track-eval --ground-truth gt.txt --hypotheses result.txt
 """
 
 import argparse
@@ -22,6 +23,7 @@ def main(argv=None):
     from keras_relnet.data import command as data_command
     from keras_relnet.export import command as export_command
     from keras_relnet.ops.local_relation import kernel_command
+    from keras_relnet.tracking import command as tracking_command
     from keras_relnet.training import command as training_command
 
     parser = argparse.ArgumentParser(prog="keras-relnet", description=__doc__.splitlines()[0])
@@ -46,6 +48,10 @@ def main(argv=None):
         "build-kernels", help="compile the local relation kernel for this machine (cached)")
     kernel_command.add_arguments(kernels_parser)
     kernels_parser.set_defaults(run=kernel_command.run)
+    track_parser = commands.add_parser(
+        "track-eval", help="MOTA, IDF1, ID switches and MOTP of MOTChallenge tracking files")
+    tracking_command.add_arguments(track_parser)
+    track_parser.set_defaults(run=tracking_command.run)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -9,3 +9,6 @@ from keras_relnet.layers.object_relation import ObjectRelation
 from keras_relnet.layers.duplicate_removal import DuplicateRemoval
 from keras_relnet.layers.relation_box_head import RelationBoxHead
 from keras_relnet.layers.learnable_region_features import LearnableRegionFeatures
+from keras_relnet.layers.spatial_relation import SpatialRelation
+from keras_relnet.layers.temporal_relation import TemporalRelation
+from keras_relnet.layers.pair_similarity import PairSimilarity

@@ -5,3 +5,4 @@ from keras_relnet.visualize.context_attention import (
     plot_attention,
 )
 from keras_relnet.visualize.object_relations import plot_relations, strongest_relations
+from keras_relnet.visualize.tracks import plot_similarity, plot_tracks

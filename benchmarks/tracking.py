@@ -1,0 +1,88 @@
+"""Tracking: per-frame latency of the learned tracker and the baselines.
+
+At 10, 50 and 200 objects per frame (generated scenes whose area grows with
+the count, so density stays the same; every tracker sees the same
+detections): the median time of one `update` (scoring, Hungarian,
+bookkeeping) of RelationTracker (one network call per frame), IoU +
+Hungarian and Kalman + IoU, in interleaved rounds of one run, and the
+learned tracker's time as a ratio of the IoU tracker's. The accuracy
+comparison (IDF1, MOTA, ID switches) is the tracking example:
+`examples/track_generated.py`.
+
+Run: `.venv/bin/python benchmarks/tracking.py [--quick] [--model similarity.keras]`.
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from keras_relnet.tracking import (  # noqa: E402
+    IoUTracker,
+    KalmanIoUTracker,
+    RelationTracker,
+    generate_sequence,
+    similarity_network,
+)
+from keras_relnet.tracking.synthetic import DetectorModel  # noqa: E402
+
+COUNTS = (10, 50, 200)
+
+
+def scene(count, frames, seed=0):
+    """A generated sequence with about `count` objects in every frame."""
+    side = np.sqrt(count / 10.0)
+    return generate_sequence(seed, frames=frames, objects=count,
+                             image_size=(int(640 * side), int(480 * side)),
+                             detector=DetectorModel(false_positives=0.05 * count))
+
+
+def frame_times(tracker, sequence, warmup):
+    """Milliseconds of each `update` after the first `warmup` frames."""
+    tracker.reset()
+    times = []
+    for frame in range(1, sequence.frames + 1):
+        rows = sequence.detections.frame(frame)
+        boxes = np.concatenate([sequence.detections.boxes[rows],
+                                sequence.detections.scores[rows, None]], 1)
+        start = time.perf_counter()
+        tracker.update(boxes, features=sequence.features[rows])
+        if frame > warmup:
+            times.append(1e3 * (time.perf_counter() - start))
+    return times
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer frames and rounds")
+    parser.add_argument("--model", help="a trained similarity network (.keras); default: a "
+                                        "new one (the latency does not depend on the weights)")
+    args = parser.parse_args()
+    model = args.model or similarity_network()
+    trackers = {"relation": RelationTracker(model), "iou": IoUTracker(),
+                "kalman_iou": KalmanIoUTracker()}
+    frames, rounds = (25, 2) if args.quick else (60, 3)
+    print("| objects / frame | tracks / frame | relation ms | IoU ms | Kalman + IoU ms | "
+          "relation / IoU |")
+    print("|---|---|---|---|---|---|")
+    rows = []
+    for count in COUNTS:
+        sequence = scene(count, frames)
+        times = {name: [] for name in trackers}
+        for _ in range(rounds):  # interleaved: the machine's noise hits every tracker alike
+            for name, tracker in trackers.items():
+                times[name] += frame_times(tracker, sequence, warmup=12)
+        median = {name: float(np.median(values)) for name, values in times.items()}
+        per_frame = len(sequence.detections) / sequence.frames
+        tracks = len(trackers["relation"].tracks)
+        print(f"| {per_frame:.0f} | {tracks} | {median['relation']:.2f} | {median['iou']:.2f} | "
+              f"{median['kalman_iou']:.2f} | {median['relation'] / median['iou']:.1f}x |")
+        rows.append((count, median))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The MOTChallenge text format: one object per line,
+`frame, id, left, top, width, height, confidence, x, y, z` (1-based frames;
+id -1 for detections; the world coordinates -1 when unknown)."""
+
+import pathlib
+from typing import NamedTuple
+
+import numpy as np
+
+
+class MotTable(NamedTuple):
+    """Objects of a sequence, one row each, sorted by frame.
+
+    `frames [K]` int (1-based), `ids [K]` int (-1: unknown), `boxes [K, 4]`
+    float `(left, top, width, height)` in pixels, `scores [K]` float.
+    """
+
+    frames: np.ndarray
+    ids: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+
+    @classmethod
+    def from_rows(cls, frames, ids, boxes, scores=None):
+        """A table from array-likes, sorted by (frame, id), with checked shapes.
+
+        Example:
+        >>> MotTable.from_rows([2, 1], [7, 3], [[0, 0, 1, 1], [5, 5, 2, 2]]).ids.tolist()
+        [3, 7]
+        """
+        frames = np.asarray(frames, dtype=np.int64).reshape(-1)
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        scores = (np.ones(len(frames)) if scores is None
+                  else np.asarray(scores, dtype=np.float64).reshape(-1))
+        if not len(frames) == len(ids) == len(boxes) == len(scores):
+            raise ValueError(f"`frames`, `ids`, `boxes` and `scores` must have one row per "
+                             f"object; received {len(frames)}, {len(ids)}, {len(boxes)} and "
+                             f"{len(scores)} rows.")
+        order = np.lexsort((ids, frames))
+        return cls(frames[order], ids[order], boxes[order], scores[order])
+
+    def frame(self, frame):
+        """The row indices of one frame."""
+        start, stop = np.searchsorted(self.frames, [frame, frame + 1])
+        return np.arange(start, stop)
+
+    def take(self, rows):
+        """The table of the given rows."""
+        return MotTable(*(column[rows] for column in self))
+
+    def __len__(self):
+        return len(self.frames)
+
+
+def read_mot(path):
+    """Reads a MOTChallenge text file (comma or whitespace separated).
+
+    Args:
+        path: the file.
+
+    Returns:
+        A `MotTable`.
+
+    Raises:
+        ValueError: a line with fewer than 6 numbers, naming the file and line.
+
+    Example:
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "gt.txt")
+    >>> _ = open(path, "w").write("1,1,10,20,30,40,1,-1,-1,-1\\n")
+    >>> read_mot(path).boxes.tolist()
+    [[10.0, 20.0, 30.0, 40.0]]
+    """
+    rows = []
+    for number, line in enumerate(pathlib.Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            values = [float(value) for value in line.replace(",", " ").split()]
+        except ValueError:
+            values = []
+        if len(values) < 6:
+            raise ValueError(f"{path}:{number}: a MOTChallenge line needs at least 6 numbers "
+                             f"(frame, id, left, top, width, height); received {line!r}.")
+        rows.append(values[:7] + [1.0] * (7 - len(values[:7])))
+    table = np.asarray(rows, dtype=np.float64).reshape(-1, 7)
+    return MotTable.from_rows(table[:, 0], table[:, 1], table[:, 2:6], table[:, 6])
+
+
+def write_mot(path, table):
+    """Writes a `MotTable` as MOTChallenge text (world coordinates -1).
+
+    Args:
+        path: the file (its folder is created).
+        table: a `MotTable`.
+
+    Returns:
+        `path`.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{frame},{identity},{box[0]:.2f},{box[1]:.2f},{box[2]:.2f},{box[3]:.2f},"
+             f"{score:.4g},-1,-1,-1"
+             for frame, identity, box, score in zip(*table)]
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def xywh_to_xyxy(boxes):
+    """`(left, top, width, height)` to corners `(x1, y1, x2, y2)`."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    return np.concatenate([boxes[..., :2], boxes[..., :2] + boxes[..., 2:]], axis=-1)
+
+
+def xyxy_to_xywh(boxes):
+    """Corners `(x1, y1, x2, y2)` to `(left, top, width, height)`."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    return np.concatenate([boxes[..., :2], boxes[..., 2:] - boxes[..., :2]], axis=-1)

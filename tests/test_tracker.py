@@ -1,0 +1,280 @@
+"""The trackers, the assignment, MOTChallenge files, the generated data,
+the sampler and the evaluation."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from keras_relnet.tracking import (
+    IoUTracker,
+    KalmanIoUTracker,
+    MotTable,
+    RelationTracker,
+    evaluate,
+    frame_samples,
+    generate_sequence,
+    read_mot,
+    similarity_network,
+    write_mot,
+)
+from keras_relnet.tracking.assignment import assign, box_iou
+from keras_relnet.tracking.experiment import tud_campus_ground_truth
+from keras_relnet.tracking.online_tracker import OnlineTracker
+from keras_relnet.tracking.pair_sampler import NO_AUGMENTATION
+from keras_relnet.tracking.synthetic import DetectorModel, hidden_fractions
+
+
+def brute_force_assignment(similarity, threshold):
+    """The best one-to-one matching by enumeration, then the threshold."""
+    rows, columns = similarity.shape
+    best, best_pairs = -np.inf, []
+    for chosen in itertools.permutations(range(max(rows, columns)), rows):
+        pairs = [(r, c) for r, c in enumerate(chosen) if c < columns]
+        total = sum(similarity[r, c] for r, c in pairs)
+        if total > best + 1e-12:
+            best, best_pairs = total, pairs
+    return [(r, c) for r, c in best_pairs if similarity[r, c] >= threshold]
+
+
+@pytest.mark.parametrize("shape, seed", [((3, 3), 0), ((2, 4), 1), ((4, 2), 2), ((5, 5), 3)])
+def test_assignment_is_the_best_matching_above_the_threshold(shape, seed):
+    similarity = np.random.default_rng(seed).uniform(size=shape)
+    rows, columns = assign(similarity, 0.4)
+    assert list(zip(rows.tolist(), columns.tolist())) == brute_force_assignment(similarity, 0.4)
+
+
+def test_assignment_on_hand_made_frames():
+    # Greedy would take (0, 0) = 0.9 and leave 1 with 0.1; the Hungarian
+    # matching swaps them for a larger total.
+    rows, columns = assign(np.array([[0.9, 0.8], [0.85, 0.1]]), 0.5)
+    assert (rows.tolist(), columns.tolist()) == ([0, 1], [1, 0])
+    rows, columns = assign(np.array([[0.9, 0.2], [0.3, 0.45]]), 0.5)  # 1 stays unmatched
+    assert (rows.tolist(), columns.tolist()) == ([0], [0])
+    rows, columns = assign(np.array([[np.nan, 0.7]]), 0.5)  # NaN counts as 0
+    assert (rows.tolist(), columns.tolist()) == ([0], [1])
+    assert [a.size for a in assign(np.zeros((0, 3)), 0.5)] == [0, 0]
+    with pytest.raises(ValueError, match="`similarity` must be a"):
+        assign(np.zeros(3), 0.5)
+
+
+def test_box_iou_matches_a_hand_computation():
+    iou = box_iou(np.array([[0.0, 0, 10, 10], [0, 0, 0, 0]]),
+                  np.array([[5.0, 5, 15, 15], [0, 0, 10, 10], [np.nan, 0, 1, 1]]))
+    np.testing.assert_allclose(iou, [[25 / 175, 1, 0], [0, 0, 0]])
+
+
+class ScriptedTracker(OnlineTracker):
+    """Similarities from a script: checks the shared loop on hand-made frames."""
+
+    def __init__(self, script, **kwargs):
+        super().__init__(0.5, **kwargs)
+        self.script = iter(script)
+
+    def similarities(self, boxes, detection_state):
+        return next(self.script)
+
+
+def test_the_online_loop_on_hand_made_frames():
+    box, other = [0, 0, 10, 20], [20, 0, 10, 20]
+    tracker = ScriptedTracker([np.array([[0.9, 0.6]]),    # frame 2: 1 -> det 0, det 1 born
+                               np.array([[0.2], [0.8]]),   # frame 3: 2 -> det 0, 1 missed
+                               np.array([[0.9], [0.1]]),   # frame 5: 1 is back
+                               np.array([[0.1], [0.1]])],  # frame 6: no match
+                              max_age=2, birth_score=0.5)
+    assert tracker.update([box]).ids.tolist() == [1]
+    frame = tracker.update([box, other])
+    assert frame.ids.tolist() == [1, 2] and frame.detection_indices.tolist() == [0, 1]
+    frame = tracker.update([other])
+    assert frame.ids.tolist() == [2] and [t.misses for t in tracker.tracks] == [1, 0]
+    assert tracker.update(np.zeros((0, 4))).ids.size == 0  # an empty frame: all missed
+    assert [t.misses for t in tracker.tracks] == [2, 1]
+    assert tracker.update([box]).ids.tolist() == [1]  # 2 missed frames: still alive
+    # A low-score unmatched detection starts nothing; tracklet 2 ends after 3 misses.
+    assert tracker.update([[50, 50, 5, 5, 0.1]]).ids.size == 0
+    assert [t.identity for t in tracker.tracks] == [1]
+    tracker.reset()
+    assert tracker.tracks == [] and tracker.update([box]).ids.tolist() == [1]
+
+
+def test_birth_score_and_death_after_max_age():
+    tracker = IoUTracker(max_age=2, birth_score=0.5)
+    assert tracker.update([[0, 0, 10, 10, 0.4]]).ids.size == 0
+    assert tracker.update([[0, 0, 10, 10, 0.6]]).ids.tolist() == [1]
+    for _ in range(2):
+        tracker.update(np.zeros((0, 5)))
+    assert len(tracker.tracks) == 1
+    tracker.update(np.zeros((0, 5)))
+    assert tracker.tracks == []
+    assert tracker.update([[0, 0, 10, 10]]).ids.tolist() == [2]
+
+
+def small_network(history=4):
+    return similarity_network(feature_dim=8, history=history, num_heads=2, relation_dim=8,
+                              cosine_dim=8, geometry_units=4, hidden_units=(8,))
+
+
+def trackers():
+    return {"relation": lambda: RelationTracker(small_network(), max_age=3),
+            "iou": IoUTracker, "kalman": KalmanIoUTracker}
+
+
+@pytest.mark.parametrize("name", ["relation", "iou", "kalman"])
+def test_trackers_survive_empty_single_identical_and_nan_frames(name):
+    tracker = trackers()[name]()
+    features = lambda count: np.random.default_rng(count).normal(size=(count, 8))
+    frames = [np.zeros((0, 4)), [[10, 10, 20, 40]], [[10, 10, 20, 40]] * 3,
+              [[np.nan, 10, 20, 40], [12, 10, 20, 40]], np.zeros((0, 5)),
+              [[np.inf, 0, 1, 1], [0, 0, 0, 5]], [[11, 10, 20, 40]]]
+    reported = []
+    for boxes in frames:
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        out = tracker.update(boxes, features=features(len(boxes)))
+        assert len(set(out.ids.tolist())) == len(out.ids)  # one detection per id
+        assert np.isfinite(out.boxes).all()
+        reported.append(out)
+    assert reported[0].ids.size == 0 and reported[1].ids.tolist() == [1]
+    assert len(reported[2].ids) == 3  # identical boxes: one match, two births
+    assert reported[3].detection_indices.tolist() == [1]  # the NaN box is ignored
+    assert reported[5].ids.size == 0  # a non-finite and an empty box: nothing
+
+
+@pytest.mark.parametrize("name", ["relation", "iou", "kalman"])
+def test_trackers_are_deterministic(name):
+    sequence = generate_sequence(3, frames=25, objects=4, detector=DetectorModel(feature_dim=8))
+    runs = []
+    for _ in range(2):
+        tracker = trackers()[name]() if name != "relation" else RelationTracker(
+            network, max_age=3)
+        runs.append(_track(tracker, sequence))
+    for first, second in zip(*runs):
+        np.testing.assert_array_equal(first, second)
+
+
+network = small_network()
+
+
+def _track(tracker, sequence):
+    tracker.reset()
+    ids = []
+    for frame in range(1, sequence.frames + 1):
+        rows = sequence.detections.frame(frame)
+        ids.append(tracker.update(sequence.detections.boxes[rows],
+                                  features=sequence.features[rows]).ids)
+    return ids
+
+
+def test_relation_tracker_calls_the_network_once_per_frame():
+    tracker = RelationTracker(small_network(), max_age=3)
+    calls = []
+    original = tracker._call
+    tracker._call = lambda *inputs: calls.append(inputs[3].shape) or original(*inputs)
+    tracker.update([[0, 0, 10, 20], [30, 0, 10, 20]], features=np.ones((2, 8)))
+    tracker.update([[1, 0, 10, 20], [31, 0, 10, 20], [60, 0, 10, 20]], features=np.ones((3, 8)))
+    tracker.update(np.zeros((0, 4)), features=np.zeros((0, 8)))
+    assert [tuple(shape) for shape in calls] == [(1, 0, 4, 4), (1, 2, 4, 4)]
+
+
+def test_relation_tracker_bad_arguments_raise_value_error():
+    with pytest.raises(ValueError, match="`max_age` must be below the model's history"):
+        RelationTracker(small_network(history=4), max_age=4)
+    tracker = RelationTracker(small_network(), max_age=3)
+    with pytest.raises(ValueError, match=r"`features` must be \[detections, 8\]"):
+        tracker.update([[0, 0, 10, 20]], features=np.ones((1, 5)))
+    with pytest.raises(ValueError, match="`update` needs `features`"):
+        tracker.update([[0, 0, 10, 20]])
+    with pytest.raises(ValueError, match=r"`detections` must be \[N, 4\]"):
+        tracker.update(np.ones((2, 3)), features=np.ones((2, 8)))
+
+
+def test_relation_tracker_computes_features_from_the_image():
+    from keras_relnet.tracking.appearance import thumbnail_features
+
+    image = np.random.default_rng(0).uniform(size=(40, 60, 3)).astype("float32")
+    model = similarity_network(feature_dim=12, history=3, num_heads=2)
+    appearance = lambda frame, boxes: thumbnail_features(frame, boxes, size=(2, 2))
+    tracker = RelationTracker(model, max_age=2, appearance=appearance)
+    assert tracker.update([[0, 0, 10, 20], [30, 5, 10, 20]], image=image).ids.tolist() == [1, 2]
+    features = thumbnail_features(image, np.array([[0, 0, 10, 20]]), size=(2, 2))
+    assert features.shape == (1, 12)
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1, atol=1e-5)
+
+
+def test_mot_files_round_trip(tmp_path):
+    table = MotTable.from_rows([2, 1, 1], [5, 3, 4], [[1, 2, 3, 4], [5.5, 6, 7, 8], [0, 0, 1, 1]],
+                               [0.5, 1, 0.25])
+    assert table.frames.tolist() == [1, 1, 2] and table.ids.tolist() == [3, 4, 5]
+    read = read_mot(write_mot(tmp_path / "out" / "seq.txt", table))
+    for got, want in zip(read, table):
+        np.testing.assert_allclose(got, want)
+    (tmp_path / "bad.txt").write_text("1,2,3\n")
+    with pytest.raises(ValueError, match=r"bad.txt:1: a MOTChallenge line needs at least 6"):
+        read_mot(tmp_path / "bad.txt")
+
+
+def test_tud_campus_gives_the_golden_values_of_motmetrics():
+    import pathlib
+
+    import motmetrics
+
+    folder = pathlib.Path(motmetrics.__file__).parent / "data" / "TUD-Campus"
+    metrics = evaluate([(read_mot(folder / "gt.txt"), read_mot(folder / "test.txt"))])
+    assert round(100 * metrics.loc["OVERALL", "mota"], 1) == 52.6
+    assert round(100 * metrics.loc["OVERALL", "idf1"], 1) == 55.8
+    truth = tud_campus_ground_truth()
+    assert np.unique(truth.ids).size == 8 and truth.frames.max() == 71
+
+
+def test_evaluation_counts_a_swap():
+    truth = MotTable.from_rows([1, 1, 2, 2], [1, 2, 1, 2], [[0, 0, 10, 10], [50, 0, 10, 10]] * 2)
+    swapped = MotTable.from_rows([1, 1, 2, 2], [7, 8, 8, 7], [[0, 0, 10, 10], [50, 0, 10, 10]] * 2)
+    metrics = evaluate([(truth, truth), (truth, swapped)], names=["same", "swap"])
+    assert metrics.loc["same", "idf1"] == 1.0 and metrics.loc["swap", "num_switches"] == 2
+    assert metrics.loc["swap", "mota"] == 0.5
+
+
+def test_generated_sequences_cross_occlude_and_are_reproducible():
+    sequence = generate_sequence(7)
+    again = generate_sequence(7)
+    np.testing.assert_array_equal(sequence.detections.boxes, again.detections.boxes)
+    np.testing.assert_array_equal(sequence.features, again.features)
+    truth = sequence.ground_truth
+    hidden = np.concatenate([hidden_fractions(truth.boxes[truth.frame(f)])
+                             for f in range(1, sequence.frames + 1)])
+    assert (hidden >= 0.5).sum() > 10  # objects hide behind others
+    assert (sequence.detections.ids == -1).sum() > 10  # false positives
+    assert len(sequence.detections) < len(truth) + (sequence.detections.ids == -1).sum()
+    # Same-identity features are closer than different-identity ones.
+    ids, features = sequence.detections.ids, sequence.features
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    cosine = unit @ unit.T
+    same = (ids[:, None] == ids[None]) & (ids[:, None] >= 0)
+    np.fill_diagonal(same, False)
+    assert cosine[same].mean() > cosine[~same & (ids[:, None] >= 0) & (ids[None] >= 0)].mean() + 0.3
+
+
+def test_frame_samples_label_every_pair_of_a_frame():
+    sequence = generate_sequence(5, frames=15, objects=4)
+    samples, labels = frame_samples([sequence], history=4, augmentation=NO_AUGMENTATION)
+    # One sample per frame after the first that has a tracklet behind it.
+    assert 10 <= labels.shape[0] <= 14 and set(np.unique(labels)) <= {-1.0, 0.0, 1.0}
+    # Each tracklet matches at most one detection, each detection one tracklet.
+    assert ((labels == 1).sum(2) <= 1).all() and ((labels == 1).sum(1) <= 1).all()
+    # Padding is exactly what the masks say.
+    detections = samples["detection_mask"]
+    tracks = (samples["track_index"] >= 0).any(-1)
+    np.testing.assert_array_equal(labels >= 0, tracks[:, :, None] & detections[:, None, :])
+    # A tracklet's slots point at real detections of their frames.
+    index = samples["track_index"]
+    for s, m, t in zip(*np.nonzero(index >= 0)):
+        assert samples["history_mask"][s, t, index[s, m, t]]
+
+
+def test_frame_samples_augment_with_missed_frames_and_short_tracklets():
+    sequence = generate_sequence(5, frames=30, objects=5)
+    plain, _ = frame_samples([sequence], history=6, augmentation=NO_AUGMENTATION)
+    augmented, _ = frame_samples([sequence], history=6)
+    observed = lambda s: (s["track_index"] >= 0).sum()
+    assert observed(augmented) < 0.9 * observed(plain)
+    assert ((augmented["track_index"] >= 0).any(-1) == (plain["track_index"] >= 0).any(-1)).all()
+    assert not np.array_equal(augmented["detection_boxes"], plain["detection_boxes"])
