@@ -6,10 +6,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test test-packaging test-slow bench install ops wheel cuda-harness cuda-emulation clean
+.PHONY: demo track test test-packaging test-slow bench install ops wheel cuda-harness cuda-emulation clean
 
 demo: $(INSTALLED)
 	$(PY) examples/train_digits.py
+
+# The tracking example: train the spatial-temporal similarity on generated
+# sequences, compare with IoU and Kalman + IoU trackers, export, draw.
+track: $(INSTALLED)
+	$(PY) examples/track_generated.py --output-dir runs/tracking
 
 test: $(INSTALLED)
 	$(PY) -m pytest -m "not slow and not packaging"
@@ -28,6 +33,7 @@ bench: $(INSTALLED)
 	$(PY) benchmarks/export.py
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/kernel_levels.py
+	$(PY) benchmarks/tracking.py
 
 install: $(INSTALLED)
 

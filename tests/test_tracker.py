@@ -278,3 +278,61 @@ def test_frame_samples_augment_with_missed_frames_and_short_tracklets():
     assert observed(augmented) < 0.9 * observed(plain)
     assert ((augmented["track_index"] >= 0).any(-1) == (plain["track_index"] >= 0).any(-1)).all()
     assert not np.array_equal(augmented["detection_boxes"], plain["detection_boxes"])
+
+
+def test_track_eval_prints_the_metrics_of_mot_files(tmp_path, capsys):
+    import pathlib
+
+    import motmetrics
+
+    from keras_relnet.cli import main
+
+    folder = pathlib.Path(motmetrics.__file__).parent / "data" / "TUD-Campus"
+    csv = tmp_path / "metrics.csv"
+    assert main(["track-eval", "--ground-truth", str(folder / "gt.txt"), "--hypotheses",
+                 str(folder / "test.txt"), "--output", str(csv)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["sequence", "MOTA", "IDF1", "IDs"]
+    assert lines[1].split()[:3] == ["TUD-Campus", "52.6", "55.8"]
+    assert "OVERALL" in csv.read_text()
+    # The MOTChallenge layout: DIR/<sequence>/gt/gt.txt and <sequence>.txt.
+    (tmp_path / "data" / "SEQ-01" / "gt").mkdir(parents=True)
+    (tmp_path / "data" / "SEQ-01" / "gt" / "gt.txt").write_text((folder / "gt.txt").read_text())
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "SEQ-01.txt").write_text((folder / "gt.txt").read_text())
+    assert main(["track-eval", "--ground-truth-dir", str(tmp_path / "data"),
+                 "--hypotheses-dir", str(tmp_path / "results")]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:3] == ["SEQ-01", "100.0", "100.0"]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--ground-truth", "a.txt"], "the same number of times"),
+    (["--ground-truth", "missing.txt", "--hypotheses", "missing.txt"], "no such file"),
+    (["--ground-truth-dir", "."], "go together"),
+    ([], "give --ground-truth"),
+])
+def test_track_eval_bad_arguments_exit_with_the_message(arguments, message, capsys):
+    from keras_relnet.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["track-eval"] + arguments)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_plots_of_tracks_and_similarity(tmp_path):
+    from keras_relnet.visualize import plot_similarity, plot_tracks
+
+    sequence = generate_sequence(2, frames=20, objects=4)
+    path = plot_tracks(sequence.ground_truth, 10, tmp_path / "tracks.png",
+                       image_size=sequence.image_size)
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[0] > 100 and pixels[..., :3].std() > 0.01  # something is drawn
+    path = plot_similarity(np.eye(3)[:, :2], tmp_path / "similarity.png", track_ids=[4, 5, 6],
+                           matches=([0, 1], [0, 1]))
+    assert matplotlib.image.imread(path).shape[0] > 100
+    with pytest.raises(ValueError, match="`similarity` must be"):
+        plot_similarity(np.ones(3), tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="`tracks` must be a MotTable"):
+        plot_tracks(np.ones((3, 6)), 1, tmp_path / "bad.png")
