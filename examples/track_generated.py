@@ -1,7 +1,8 @@
 """Multi-object tracking with a spatial-temporal relation network.
 
 Trains the similarity network on generated sequences (objects that move,
-cross and occlude each other, seen by a noisy detector), then compares the
+cross and occlude each other, seen by a noisy detector), picks each
+tracker's match threshold on validation sequences, then compares the
 learned tracker with IoU + Hungarian and a Kalman + IoU tracker on
 held-out generated sequences and on TUD-Campus (real pedestrian paths that
 motmetrics ships; detections made from them the same way). Saves the model,
@@ -30,6 +31,7 @@ from keras_relnet.tracking import (  # noqa: E402
 )
 from keras_relnet.tracking.similarity_network import FRAME_INPUTS  # noqa: E402
 from keras_relnet.tracking.experiment import (  # noqa: E402
+    choose_match_threshold,
     compare_trackers,
     track_sequence,
     train_similarity_network,
@@ -37,6 +39,7 @@ from keras_relnet.tracking.experiment import (  # noqa: E402
 )
 
 TRAIN_SEEDS = range(0, 24)
+VALIDATION_SEEDS = range(500, 504)
 HELD_OUT_SEEDS = range(1000, 1008)
 TUD_CAMPUS_SEEDS = range(2000, 2004)
 
@@ -64,7 +67,7 @@ def main(argv=None):
     train = [generate_sequence(seed) for seed in TRAIN_SEEDS[:args.train_sequences]]
     started = time.perf_counter()
     model, _ = train_similarity_network(train, epochs=args.epochs, repeats=args.repeats,
-                                        seed=args.seed, verbose=2, history=args.history)
+                                        seed=args.seed, history=args.history)
     print(f"trained in {time.perf_counter() - started:.0f} s")
     model.save(output / "similarity.keras")
     datasets = {
@@ -72,9 +75,16 @@ def main(argv=None):
                       for seed in HELD_OUT_SEEDS[:args.held_out_sequences]],
         "TUD-Campus": [tud_campus_sequence(seed) for seed in TUD_CAMPUS_SEEDS],
     }
-    trackers = {"relation": RelationTracker(model, max_age=args.max_age),
-                "iou": IoUTracker(max_age=args.max_age),
-                "kalman_iou": KalmanIoUTracker(max_age=args.max_age)}
+    validation = [generate_sequence(seed) for seed in VALIDATION_SEEDS]
+    makers = {"relation": lambda threshold: RelationTracker(model, threshold, args.max_age),
+              "iou": lambda threshold: IoUTracker(threshold, args.max_age),
+              "kalman_iou": lambda threshold: KalmanIoUTracker(threshold, args.max_age)}
+    trackers = {}
+    for name, make in makers.items():  # every tracker's threshold, on the same validation data
+        threshold, scores = choose_match_threshold(make, validation)
+        print(f"{name}: match threshold {threshold} (validation IDF1 "
+              + ", ".join(f"{t}: {100 * idf1:.1f}" for t, idf1 in scores.items()) + ")")
+        trackers[name] = make(threshold)
     table = compare_trackers(trackers, datasets)
     print(format_comparison(table))
     table.to_csv(output / "comparison.csv")

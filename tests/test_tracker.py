@@ -336,3 +336,11 @@ def test_plots_of_tracks_and_similarity(tmp_path):
         plot_similarity(np.ones(3), tmp_path / "bad.png")
     with pytest.raises(ValueError, match="`tracks` must be a MotTable"):
         plot_tracks(np.ones((3, 6)), 1, tmp_path / "bad.png")
+
+
+def test_the_match_threshold_is_chosen_by_validation_idf1():
+    from keras_relnet.tracking.experiment import choose_match_threshold
+
+    sequences = [generate_sequence(9, frames=30, objects=4)]
+    best, scores = choose_match_threshold(lambda t: IoUTracker(t), sequences, (0.3, 0.999))
+    assert best == 0.3 and scores[0.3] > scores[0.999] + 0.2

@@ -22,7 +22,7 @@ def assign(similarity, threshold):
     Example:
     >>> rows, columns = assign(np.array([[0.9, 0.8], [0.85, 0.1]]), 0.5)
     >>> rows.tolist(), columns.tolist()
-    [[0, 1], [1, 0]]
+    ([0, 1], [1, 0])
     """
     similarity = np.asarray(similarity, dtype=np.float64)
     if similarity.ndim != 2:

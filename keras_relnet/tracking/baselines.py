@@ -90,8 +90,8 @@ class KalmanIoUTracker(OnlineTracker):
 
     Example:
     >>> tracker = KalmanIoUTracker()
-    >>> [tracker.update([[10 * t, 0, 10, 20]]).ids.tolist() for t in range(3)]
-    [[1], [1], [1]]
+    >>> [tracker.update([[3 * t, 0, 10, 20]]).ids.tolist() for t in range(4)]
+    [[1], [1], [1], [1]]
     """
 
     def __init__(self, match_threshold=0.3, max_age=12, birth_score=0.5):

@@ -89,6 +89,27 @@ def track_sequence(tracker, sequence):
     return MotTable.from_rows(*tracks_to_table(outputs))
 
 
+def choose_match_threshold(make_tracker, sequences, candidates=(0.05, 0.1, 0.2, 0.3, 0.5)):
+    """The match threshold that gives a tracker the best IDF1 on validation sequences.
+
+    Args:
+        make_tracker: `match_threshold -> tracker`.
+        sequences: validation `TrackingSequence`s (not the test ones).
+        candidates: the thresholds tried.
+
+    Returns:
+        `(best threshold, {threshold: overall IDF1})`; ties go to the
+        first candidate.
+    """
+    scores = {}
+    for threshold in candidates:
+        tracker = make_tracker(threshold)
+        pairs = [(sequence.ground_truth, track_sequence(tracker, sequence))
+                 for sequence in sequences]
+        scores[threshold] = float(evaluate(pairs).loc["OVERALL", "idf1"])
+    return max(scores, key=lambda threshold: (scores[threshold], -candidates.index(threshold))), scores
+
+
 def compare_trackers(trackers, datasets):
     """The overall metrics of every tracker on every dataset.
 

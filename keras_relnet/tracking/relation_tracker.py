@@ -38,7 +38,7 @@ class RelationTracker(OnlineTracker):
     [1]
     """
 
-    def __init__(self, model, match_threshold=0.5, max_age=None, birth_score=0.5,
+    def __init__(self, model, match_threshold=0.2, max_age=None, birth_score=0.5,
                  appearance=None):
         if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
             import keras

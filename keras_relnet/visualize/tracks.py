@@ -2,8 +2,6 @@
 
 import numpy as np
 
-from keras_relnet.tracking.mot_format import MotTable
-
 
 def _pyplot():
     import matplotlib
@@ -30,10 +28,13 @@ def plot_tracks(tracks, frame, path, image=None, image_size=None, trail=15):
         `path`.
 
     Example:
+    >>> from keras_relnet.tracking import MotTable
     >>> tracks = MotTable.from_rows([1, 2], [4, 4], [[0, 0, 10, 20], [5, 0, 10, 20]])
     >>> plot_tracks(tracks, 2, "/tmp/tracks.png", image_size=(64, 48))
     '/tmp/tracks.png'
     """
+    from keras_relnet.tracking.mot_format import MotTable  # the tracking extra: on use
+
     plt = _pyplot()
     if not isinstance(tracks, MotTable):
         raise ValueError(f"`tracks` must be a MotTable; received {type(tracks).__name__}.")
