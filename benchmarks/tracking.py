@@ -27,7 +27,7 @@ from keras_relnet.tracking import (  # noqa: E402
     generate_sequence,
 )
 from keras_relnet.tracking.experiment import train_similarity_network  # noqa: E402
-from keras_relnet.tracking.synthetic import DetectorModel  # noqa: E402
+from keras_relnet.tracking.synthetic import DetectorModel, frame_detections  # noqa: E402
 
 COUNTS = (10, 50, 200)
 
@@ -46,12 +46,10 @@ def frame_times(tracker, sequence, warmup):
     tracker.reset()
     times, tracklets = [], []
     for frame in range(1, sequence.frames + 1):
-        rows = sequence.detections.frame(frame)
-        boxes = np.concatenate([sequence.detections.boxes[rows],
-                                sequence.detections.scores[rows, None]], 1)
+        detections, features = frame_detections(sequence, frame)
         alive = len(tracker.tracks)
         start = time.perf_counter()
-        tracker.update(boxes, features=sequence.features[rows])
+        tracker.update(detections, features=features)
         if frame > warmup:
             times.append(1e3 * (time.perf_counter() - start))
             tracklets.append(alive)

@@ -29,6 +29,7 @@ from keras_relnet.tracking import (  # noqa: E402
     generate_sequence,
     write_mot,
 )
+from keras_relnet.tracking.synthetic import frame_detections  # noqa: E402
 from keras_relnet.tracking.similarity_network import FRAME_INPUTS  # noqa: E402
 from keras_relnet.tracking.experiment import (  # noqa: E402
     choose_match_threshold,
@@ -121,12 +122,10 @@ def _tracked_until(tracker, sequence, frame):
     """Tracks the frames before `frame`; returns that frame's detections and features."""
     tracker.reset()
     for current in range(1, frame + 1):
-        rows = sequence.detections.frame(current)
-        boxes = np.concatenate([sequence.detections.boxes[rows],
-                                sequence.detections.scores[rows, None]], 1)
+        detections, features = frame_detections(sequence, current)
         if current == frame:
-            return boxes, sequence.features[rows]
-        tracker.update(boxes, features=sequence.features[rows])
+            return detections, features
+        tracker.update(detections, features=features)
 
 
 def _export_and_check(model, sequence, output):

@@ -58,6 +58,18 @@ def test_assignment_on_hand_made_frames():
         assign(np.zeros(3), 0.5)
 
 
+def test_box_iou_equals_the_pairwise_iou_op():
+    from keras_relnet.ops.duplicate_removal import pairwise_iou
+
+    rng = np.random.default_rng(4)
+    corners = rng.uniform(0, 50, size=(2, 7, 2))
+    first = np.concatenate([corners[0], corners[0] + rng.uniform(0, 20, (7, 2))], 1)
+    second = np.concatenate([corners[1], corners[1] + rng.uniform(0, 20, (7, 2))], 1)
+    first[3, 2:] = first[3, :2]  # an empty box
+    np.testing.assert_allclose(box_iou(first, second), pairwise_iou(first, second).numpy(),
+                               atol=1e-12)
+
+
 def test_box_iou_matches_a_hand_computation():
     iou = box_iou(np.array([[0.0, 0, 10, 10], [0, 0, 0, 0]]),
                   np.array([[5.0, 5, 15, 15], [0, 0, 10, 10], [np.nan, 0, 1, 1]]))

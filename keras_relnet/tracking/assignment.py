@@ -39,6 +39,10 @@ def assign(similarity, threshold):
 def box_iou(first, second):
     """The IoU of every pair of `(x1, y1, x2, y2)` boxes.
 
+    The NumPy twin of the op `ops.duplicate_removal.pairwise_iou` (a test
+    holds them equal): the trackers call it per frame, where a TensorFlow
+    call would cost 14x the IoU tracker's whole update.
+
     Args:
         first: `[M, 4]`.
         second: `[N, 4]`.

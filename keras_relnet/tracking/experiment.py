@@ -19,6 +19,7 @@ from keras_relnet.tracking.similarity_network import (
 from keras_relnet.tracking.synthetic import (
     DetectorModel,
     TrackingSequence,
+    frame_detections,
     noisy_detections,
 )
 
@@ -80,12 +81,10 @@ def track_sequence(tracker, sequence):
         The tracker's output as a `MotTable`.
     """
     tracker.reset()
-    detections = sequence.detections
     outputs = []
     for frame in range(1, sequence.frames + 1):
-        rows = detections.frame(frame)
-        boxes = np.concatenate([detections.boxes[rows], detections.scores[rows, None]], 1)
-        outputs.append((frame, tracker.update(boxes, features=sequence.features[rows])))
+        detections, features = frame_detections(sequence, frame)
+        outputs.append((frame, tracker.update(detections, features=features)))
     return MotTable.from_rows(*tracks_to_table(outputs))
 
 

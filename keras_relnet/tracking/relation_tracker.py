@@ -5,7 +5,7 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-from keras_relnet.tracking.mot_format import xywh_to_xyxy
+from keras_relnet.tracking.mot_format import xywh_to_xyxy, xyxy_to_xywh
 from keras_relnet.tracking.online_tracker import OnlineTracker, checked_detections
 from keras_relnet.tracking.similarity_network import FRAME_INPUTS, network_layers
 
@@ -64,7 +64,7 @@ class RelationTracker(OnlineTracker):
             if image is None or self.appearance is None:
                 raise ValueError("`update` needs `features` [N, D], or an `image` and a tracker "
                                  "made with `appearance`.")
-            features = self.appearance(image, _xywh(boxes)) if len(boxes) else np.zeros(
+            features = self.appearance(image, xyxy_to_xywh(boxes)) if len(boxes) else np.zeros(
                 (0, self.feature_dim))
             features = np.asarray(features)
         else:
@@ -134,6 +134,3 @@ class RelationTracker(OnlineTracker):
         track.state = collections.deque([None] * self.history, maxlen=self.history)
         track.state.append((detection_state["embeddings"][column], track.box))
 
-
-def _xywh(boxes):
-    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)

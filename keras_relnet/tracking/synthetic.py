@@ -115,6 +115,21 @@ def generate_sequence(seed, frames=80, objects=10, image_size=(640, 480), max_sp
     return TrackingSequence(ground_truth, detections, features, tuple(image_size), frames)
 
 
+def frame_detections(sequence, frame):
+    """One frame's input to a tracker: `(detections [N, 5], features [N, D])`,
+    the boxes `(left, top, width, height)` with the score as the last column.
+
+    Example:
+    >>> detections, features = frame_detections(generate_sequence(0, frames=5, objects=3), 1)
+    >>> detections.shape[1], features.shape[1]
+    (5, 32)
+    """
+    rows = sequence.detections.frame(frame)
+    detections = np.concatenate([sequence.detections.boxes[rows],
+                                 sequence.detections.scores[rows, None]], axis=1)
+    return detections, sequence.features[rows]
+
+
 def hidden_fractions(boxes):
     """How much of each box the boxes in front of it cover (the largest overlap).
 
