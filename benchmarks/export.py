@@ -1,11 +1,16 @@
-"""Exported models: file size and latency of TFLite and ONNX against Keras.
+"""Exported models: latency against ResNet-50, graph shape, file sizes, parity.
 
-For each model, in one run: the size of the SavedModel, the float32, float16
-and int8 TFLite files and the ONNX file; the median latency of Keras
-`predict_on_batch`, the LiteRT interpreter (XNNPACK, this machine's cores),
-and onnxruntime (CPU), each on the same batch of bundled photos; and the
-largest |exported - Keras| of the float32 artefacts. Ratios are latency over
-Keras' in the same run.
+For each model, in one run: the TFLite float32 and int8 and the ONNX
+artefacts (plus the SavedModel and float16 TFLite sizes); their operator
+counts, XNNPACK partitions and the operators XNNPACK leaves outside; the
+largest |exported - Keras| of the float artefacts and the int8 one's mean
+relative error; and the median latency of Keras `predict_on_batch`, the LiteRT
+interpreter (XNNPACK, this machine's cores) and onnxruntime (CPU), measured
+in interleaved rounds (every artefact once per round, so machine noise hits
+all alike). Ratios are latency over ResNet-50's in the same runtime and run
+(over Keras' when ResNet-50 is not benchmarked). onnxruntime runs with its
+threads not spinning between calls: spinning threads would steal the cores of
+the interpreter timed next.
 
 Run: `make bench` or `.venv/bin/python benchmarks/export.py [--quick] [--models ...]`.
 """
@@ -15,6 +20,7 @@ import os
 import pathlib
 import sys
 import tempfile
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -25,14 +31,25 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from keras_relnet.applications import preprocess_input  # noqa: E402
 from keras_relnet.applications.registry import build_model  # noqa: E402
-from keras_relnet.export import artefact_size, export, load_exported  # noqa: E402
+from keras_relnet.export import (  # noqa: E402
+    artefact_size,
+    export,
+    load_exported,
+    onnx_operator_counts,
+    onnx_session_options,
+    tflite_delegation,
+)
 from keras_relnet.layers import ObjectRelation  # noqa: E402
 from tests.layer_contract import randomise_weights  # noqa: E402
 from tests.sample_photos import sample_photos  # noqa: E402
-from timing import median_ms  # noqa: E402
 
-DEFAULT_MODELS = ("lrnet26", "lrnet50", "resnet50", "gc_resnet50", "se_resnet50",
-                  "nl_resnet50", "object_relation")
+DEFAULT_MODELS = ("resnet50", "lrnet26", "lrnet50")
+BASELINE = "resnet50"
+# (label, format, quantization); the timed ones are TIMED.
+ARTEFACTS = (("saved_model", "saved_model", None), ("tflite", "tflite", None),
+             ("tflite_fp16", "tflite", "float16"), ("tflite_int8", "tflite", "int8"),
+             ("onnx", "onnx", None))
+TIMED = ("keras", "tflite", "tflite_int8", "onnx")
 
 
 def relation_model(width, heads):
@@ -65,59 +82,122 @@ def model_and_inputs(name, image_size, batch, rois, quick):
     return model, photos[:batch], photos
 
 
-def benchmark(name, args, directory):
+def onnx_runner(path, inputs):
+    import onnxruntime
+
+    options = onnx_session_options()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(str(path), options,
+                                           providers=["CPUExecutionProvider"])
+    feeds = dict(zip([spec.name for spec in session.get_inputs()],
+                     inputs.values() if isinstance(inputs, dict) else [inputs]))
+    return lambda: session.run(None, feeds)[0]
+
+
+def prepare(name, args, directory):
+    """Exports `name`; returns its table row and `{timed label: step}`."""
     model, inputs, calibration = model_and_inputs(name, args.image_size, args.batch,
                                                   args.rois, args.quick)
     want = model.predict_on_batch(inputs)
     row = {"model": name, "params": model.count_params()}
-    row["keras_ms"] = median_ms(lambda: model.predict_on_batch(inputs), args.repeats)
-    for label, format, quantization in (("saved_model", "saved_model", None),
-                                        ("tflite", "tflite", None),
-                                        ("tflite_fp16", "tflite", "float16"),
-                                        ("tflite_int8", "tflite", "int8"),
-                                        ("onnx", "onnx", None)):
+    steps = {"keras": lambda: model.predict_on_batch(inputs)}
+    for label, format, quantization in ARTEFACTS:
         path = export(model, directory / f"{name}_{label}" if format == "saved_model" else
                       directory / f"{name}_{label}.{format}", format=format,
                       quantization=quantization,
                       representative_data=calibration if quantization == "int8" else None)
         row[f"{label}_mb"] = artefact_size(path) / 1e6
-        if label in ("tflite", "onnx"):
-            run = load_exported(path)
-            row[f"{label}_error"] = float(np.abs(run(inputs) - want).max())
-            row[f"{label}_ms"] = median_ms(lambda: run(inputs), args.repeats)
-    return row
+        if label not in TIMED:
+            continue
+        run = load_exported(path)
+        steps[label] = onnx_runner(path, inputs) if label == "onnx" else lambda run=run: run(
+            inputs)
+        error = np.abs(run(inputs) - want)
+        if label == "tflite_int8":
+            row["int8_relative_error"] = float(error.mean() / np.abs(want).mean())
+        else:
+            row[f"{label}_error"] = float(error.max())
+        if label == "tflite":
+            stats = tflite_delegation(path)
+            row["tflite_ops"] = sum(stats.operators.values())
+            row["partitions"] = stats.partitions
+            row["outside"] = ", ".join(f"{op} {count}" for op, count in
+                                       sorted(stats.outside.items())) or "-"
+        if label == "onnx":
+            row["onnx_nodes"] = sum(onnx_operator_counts(path).values())
+    return row, steps
+
+
+def interleaved_medians(steps, repeats):
+    """`{key: median ms}` over `repeats` rounds that each time every step once."""
+    for step in steps.values():  # warm-up: allocation, first-call work
+        step()
+        step()
+    times = {key: [] for key in steps}
+    for _ in range(repeats):
+        for key, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[key].append(time.perf_counter() - start)
+    return {key: 1e3 * float(np.median(values)) for key, values in times.items()}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
+                        help="also: gc_resnet50, se_resnet50, nl_resnet50, object_relation, ...")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rois", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--quick", action="store_true",
-                        help="LR-Net-26 at 64x64 and a small relation module, 3 repeats")
+                        help="ResNet-50 and LR-Net-26 at 64x64, 3 rounds")
     args = parser.parse_args()
     if args.quick:
-        args.models, args.image_size, args.rois, args.repeats = (
-            ["lrnet26", "object_relation"], 64, 32, 3)
+        args.models, args.image_size, args.repeats = ["resnet50", "lrnet26"], 64, 3
 
-    print(f"batch {args.batch}; images {args.image_size}x{args.image_size}; relation module: "
-          f"N = {args.rois}; median of {args.repeats}; sizes in MB")
-    header = (f"{'model':16s} {'params':>11s} {'SavedModel':>10s} {'TFLite':>7s} {'fp16':>6s} "
-              f"{'int8':>6s} {'ONNX':>7s} {'Keras ms':>9s} {'TFLite ms':>10s} {'ratio':>6s} "
-              f"{'ONNX ms':>8s} {'ratio':>6s} {'max |TFLite-Keras|':>19s} "
-              f"{'max |ONNX-Keras|':>17s}")
-    print(header)
+    rows, steps = [], {}
     with tempfile.TemporaryDirectory() as directory:
         for name in args.models:
-            r = benchmark(name, args, pathlib.Path(directory))
-            print(f"{r['model']:16s} {r['params']:11,d} {r['saved_model_mb']:10.1f} "
-                  f"{r['tflite_mb']:7.1f} {r['tflite_fp16_mb']:6.1f} {r['tflite_int8_mb']:6.1f} "
-                  f"{r['onnx_mb']:7.1f} {r['keras_ms']:9.1f} {r['tflite_ms']:10.1f} "
-                  f"{r['tflite_ms'] / r['keras_ms']:5.2f}x {r['onnx_ms']:8.1f} "
-                  f"{r['onnx_ms'] / r['keras_ms']:5.2f}x {r['tflite_error']:19.1e} "
-                  f"{r['onnx_error']:17.1e}", flush=True)
+            row, model_steps = prepare(name, args, pathlib.Path(directory))
+            rows.append(row)
+            steps.update({(name, label): step for label, step in model_steps.items()})
+        medians = interleaved_medians(steps, args.repeats)
+
+    print(f"batch {args.batch}; images {args.image_size}x{args.image_size}; relation module: "
+          f"N = {args.rois}; median of {args.repeats} interleaved rounds; sizes in MB")
+    base = BASELINE if BASELINE in args.models else None
+    print(f"\nLatency, ms (ratio to {base or 'Keras'} in the same runtime)")
+    print(f"{'model':16s}" + "".join(f"{label:>22s}" for label in TIMED))
+    for row in rows:
+        cells = []
+        for label in TIMED:
+            ms = medians[(row["model"], label)]
+            reference = medians[(base, label)] if base else medians[(row["model"], "keras")]
+            cells.append(f"{ms:12.1f} ({ms / reference:5.2f}x)")
+        print(f"{row['model']:16s}" + "".join(f"{cell:>22s}" for cell in cells))
+
+    print("\nGraphs, sizes and parity")
+    print(f"{'model':16s} {'params':>11s} {'TFLite ops':>10s} {'partitions':>10s} "
+          f"{'ONNX nodes':>10s} {'SavedModel':>10s} {'TFLite':>7s} {'fp16':>6s} {'int8':>6s} "
+          f"{'ONNX':>7s} {'max|TFLite-Keras|':>18s} {'max|ONNX-Keras|':>16s} "
+          f"{'int8 rel. error':>15s}  outside XNNPACK")
+    for r in rows:
+        print(f"{r['model']:16s} {r['params']:11,d} {r['tflite_ops']:10d} {r['partitions']:10d} "
+              f"{r['onnx_nodes']:10d} {r['saved_model_mb']:10.1f} {r['tflite_mb']:7.1f} "
+              f"{r['tflite_fp16_mb']:6.1f} {r['tflite_int8_mb']:6.1f} {r['onnx_mb']:7.1f} "
+              f"{r['tflite_error']:18.1e} {r['onnx_error']:16.1e} "
+              f"{r['int8_relative_error']:15.3f}  {r['outside']}")
+    check(rows)
+
+
+def check(rows):
+    """Fails the run when a float artefact does not reproduce Keras."""
+    for row in rows:
+        for label in ("tflite", "onnx"):
+            if not row[f"{label}_error"] <= 1e-4:
+                raise SystemExit(f"{row['model']} {label}: max |exported - Keras| "
+                                 f"{row[f'{label}_error']:.1e} > 1e-4")
 
 
 if __name__ == "__main__":

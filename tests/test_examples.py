@@ -52,12 +52,20 @@ def test_object_relation_benchmark_quick_run_prints_both_sizes():
 
 
 @pytest.mark.slow
-def test_export_benchmark_quick_run_prints_both_models():
+def test_export_benchmark_quick_run_reports_ratios_graphs_and_parity():
     result = run_script("benchmarks/export.py", "--quick")
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line.split() for line in result.stdout.splitlines()
-            if line.startswith(("lrnet26 ", "object_relation "))]
-    assert len(rows) == 2 and all(len(row) == 14 for row in rows), result.stdout
+    latency, graphs = result.stdout.split("Graphs, sizes and parity")
+    ratios = {line.split()[0]: [float(r) for r in re.findall(r"\(\s*([\d.]+)x\)", line)]
+              for line in latency.splitlines() if line.startswith(("resnet50 ", "lrnet26 "))}
+    assert ratios["resnet50"] == [1.0] * 4, result.stdout  # the baseline
+    assert len(ratios["lrnet26"]) == 4 and all(r > 0 for r in ratios["lrnet26"])
+    row = next(line for line in graphs.splitlines() if line.startswith("lrnet26 "))
+    columns = row.split()
+    assert int(columns[2]) > 0 and int(columns[3]) >= 1, row  # operators, partitions
+    assert float(columns[11]) <= 1e-4 and float(columns[12]) <= 1e-4, row  # parity
+    assert set(re.findall(r"[A-Z_]{4,}", " ".join(columns[14:]))) <= {"GATHER",
+                                                                        "STRIDED_SLICE"}, row
 
 
 @pytest.mark.slow

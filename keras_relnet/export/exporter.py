@@ -18,9 +18,12 @@ FORMATS = ("saved_model", "tflite", "onnx")
 # The file suffix of each format (a SavedModel is a directory without one).
 SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
 QUANTIZATIONS = (None, "float16", "dynamic_int8", "int8")
-# Layers whose attention arithmetic stays float in an "int8" export.
+# Layers whose attention arithmetic stays float in an "int8" export: the
+# logits (with their -1e30 masks, which no int8 range holds), the softmax and
+# the aggregating matmul.
 _RELATION_LAYERS = (LocalRelation2D, ObjectRelation)
-_FLOAT_IN_INT8 = ["SQUARED_DIFFERENCE", "SUB", "ABS", "MUL", "ADD"]
+_FLOAT_IN_INT8 = ["SQUARED_DIFFERENCE", "SQUARE", "SUB", "ABS", "MUL", "ADD", "SOFTMAX",
+                  "BATCH_MATMUL"]
 
 
 def export(model, path, format=None, quantization=None, representative_data=None,

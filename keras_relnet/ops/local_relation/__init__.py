@@ -18,7 +18,8 @@ The package, one file per job:
 - `dispatch.py`: which implementation runs a call ("auto"'s policy);
 - `reference.py`: the formula written plainly, what the drivers are tested against;
 - `drivers.py` and `grid.py`: the "reference" (while loop) and "xla" drivers;
-- `export_forward.py`: the forward of exported graphs (builtin ops only);
+- `export_forward.py`: the forward of exported graphs (builtin ops only),
+  `export_tiles.py` its tiled form for fixed sizes;
 - `kernel.py`: the loader and gate of the compiled kernels ("custom").
 """
 

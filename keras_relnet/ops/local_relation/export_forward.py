@@ -1,7 +1,13 @@
-"""The local relation forward of exported graphs (SavedModel, TFLite, ONNX)."""
+"""The local relation forward of exported graphs (SavedModel, TFLite, ONNX).
+
+A fixed spatial size gets the tiled forward (`export_tiles`, ~20 operators a
+layer); a dynamic one the per-cell forward below, which is slower (about
+five operators per window cell) but takes any size.
+"""
 
 import tensorflow as tf
 
+from keras_relnet.ops.local_relation.export_tiles import tiled_relation
 from keras_relnet.ops.local_relation.grid import Grid, dims
 from keras_relnet.ops.local_relation.window import logits_of
 from keras_relnet.ops.precision import compute_dtype
@@ -11,16 +17,38 @@ OFF_IMAGE_GAP = 30.0
 
 
 def export_relation(window):
-    """The forward pass for export: few, builtin-only ops, all values finite.
+    """The forward pass for export: builtin-only ops, all values finite.
+
+    Args:
+        window: the layer's `Window`.
+
+    Returns:
+        `relation(query, key, value, prior)`, the aggregation without a
+        gradient (an export would carry it for nothing): the tiled forward
+        when the query's and value's height and width are static, else
+        `per_cell_relation`.
+    """
+    tiled = tiled_relation(window)
+    per_cell = per_cell_relation(window)
+
+    def relation(query, key, value, prior):
+        dtype = compute_dtype(value.dtype)
+        if None in tuple(query.shape[1:3]) + tuple(value.shape[1:3]):
+            return per_cell(query, key, value, prior)
+        return tf.cast(tiled(query, key, value, prior, dtype), value.dtype)
+
+    return relation
+
+
+def per_cell_relation(window):
+    """The export forward for dynamic sizes: window cells one by one.
 
     The keys of all cells are stacked on a last axis (`[B, Ho, Wo, G, k*k]`,
     the size of the weights), so the logits are a handful of ops and the
-    softmax is TFLite's own (int8 has a table-driven kernel for it); the
-    values are summed cell by cell, never stacked. Off-image cells get the
-    centre cell's logit minus `OFF_IMAGE_GAP` instead of -inf: a weight
-    below e^-30 of the largest, and every tensor stays finite and in range,
-    as int8 calibration needs. No gradient: an export would carry it for
-    nothing.
+    softmax is TFLite's own; the values are summed cell by cell, never
+    stacked. Off-image cells get the centre cell's logit minus
+    `OFF_IMAGE_GAP` instead of -inf: a weight below e^-30 of the largest,
+    and every tensor stays finite and in range, as int8 calibration needs.
     """
 
     def relation(query, key, value, prior):
@@ -28,8 +56,7 @@ def export_relation(window):
         grid = Grid(window, query, value, dtype, unrolled=True)
         cells = window.num_cells
         # The window of a zero-padded ones image is 1 where a cell is in the
-        # image: unlike a precomputed mask it adds no k*k*Ho*Wo constant to
-        # the file, and as a tensor of its own it quantises exactly (0 and 1).
+        # image: unlike a precomputed mask it needs no static size.
         stack_cells = lambda padded: tf.stack(
             [grid.at_cell(padded, cell) for cell in range(cells)], -1)
         keys = stack_cells(grid.pad(tf.cast(key, dtype)))  # [B, Ho, Wo, G, k*k]
