@@ -89,8 +89,8 @@ def onnx_runner(path, inputs):
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(path), options,
                                            providers=["CPUExecutionProvider"])
-    feeds = dict(zip([spec.name for spec in session.get_inputs()],
-                     inputs.values() if isinstance(inputs, dict) else [inputs]))
+    # The artefact's inputs are named after the model's (`input_names`).
+    feeds = inputs if isinstance(inputs, dict) else {session.get_inputs()[0].name: inputs}
     return lambda: session.run(None, feeds)[0]
 
 
