@@ -2,6 +2,7 @@
 #include "cpu_reference.h"
 
 #include "local_relation_cpu.h"
+#include "local_relation_forward_cpu.h"
 
 namespace keras_relnet {
 

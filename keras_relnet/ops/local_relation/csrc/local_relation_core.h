@@ -17,6 +17,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#if !defined(__CUDACC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#endif
 
 #if defined(__CUDACC__)
 #define LR_HOST_DEVICE __host__ __device__ __forceinline__
@@ -119,11 +122,14 @@ LR_HOST_DEVICE float ExpNonPositive(float x) {
 }
 
 #if !defined(__CUDACC__)
-// Sixteen floats (one AVX-512 register, two AVX2 ones) as a GCC/Clang vector
-// type, for the loops whose accumulators must stay in registers.
+// Sixteen floats (one AVX-512 register, two AVX2 ones) and eight (one AVX
+// register) as GCC/Clang vector types, for the loops whose accumulators must
+// stay in registers.
 typedef float Lanes __attribute__((vector_size(64)));
 typedef int32_t IntLanes __attribute__((vector_size(64)));
 constexpr int kLanes = 16;
+typedef float Eight __attribute__((vector_size(32)));
+typedef int32_t IntEight __attribute__((vector_size(32)));
 
 inline Lanes LoadLanes(const float* p) {
   Lanes v;
@@ -133,15 +139,105 @@ inline Lanes LoadLanes(const float* p) {
 
 inline void StoreLanes(float* p, Lanes v) { memcpy(p, &v, sizeof(v)); }
 
-// ExpNonPositive on sixteen lanes (same polynomial; rounding by the 1.5 * 2^23
-// trick instead of floorf, which has no vector form).
-inline Lanes ExpNonPositive(Lanes x) {
-  x = x < -87.0f ? Lanes{} - 87.0f : x;
-  const Lanes magic = Lanes{} + 12582912.0f;
-  const Lanes n = (x * 1.44269504088896341f + magic) - magic;
-  const Lanes y = ExpReduced((x - n * 0.693359375f) + n * 2.12194440e-4f);
-  const IntLanes bits = (__builtin_convertvector(n, IntLanes) + 127) << 23;
-  return y * reinterpret_cast<const Lanes&>(bits);
+inline Eight LoadEight(const float* p) {
+  Eight v;
+  memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void StoreEight(float* p, Eight v) { memcpy(p, &v, sizeof(v)); }
+
+// ExpNonPositive on the lanes of V (same polynomial, same results; I: V's
+// int32 vector). With AVX-512 the rounding and the 2^n scaling are one
+// instruction each (vrndscaleps, vscalefps); else rounding by the 1.5 * 2^23
+// trick (floorf has no vector form) and 2^n built from its bits.
+template <typename V, typename I>
+inline V ExpNonPositiveVector(V x) {
+  x = x < -87.0f ? V{} - 87.0f : x;
+#if defined(__AVX512F__)
+  if constexpr (sizeof(V) == 64) {
+    constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    const V n = _mm512_roundscale_ps(x * 1.44269504088896341f, kNearest);
+    return _mm512_scalef_ps(ExpReduced((x - n * 0.693359375f) + n * 2.12194440e-4f), n);
+  }
+#endif
+#if defined(__AVX512VL__)
+  if constexpr (sizeof(V) == 32) {
+    constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    const V n = _mm256_roundscale_ps(x * 1.44269504088896341f, kNearest);
+    return _mm256_scalef_ps(ExpReduced((x - n * 0.693359375f) + n * 2.12194440e-4f), n);
+  }
+#endif
+  const V magic = V{} + 12582912.0f;
+  const V n = (x * 1.44269504088896341f + magic) - magic;
+  const V y = ExpReduced((x - n * 0.693359375f) + n * 2.12194440e-4f);
+  const I bits = (__builtin_convertvector(n, I) + 127) << 23;
+  return y * reinterpret_cast<const V&>(bits);
+}
+
+inline Lanes ExpNonPositive(Lanes x) { return ExpNonPositiveVector<Lanes, IntLanes>(x); }
+inline Eight ExpNonPositive(Eight x) { return ExpNonPositiveVector<Eight, IntEight>(x); }
+
+// log(x) for positive normal x on the lanes of V (Cephes' logf polynomial):
+// x = 2^e * f with f in [sqrt(1/2), sqrt(2)), log x = e ln 2 + log f.
+template <typename V, typename I>
+inline V LogPositiveVector(V x) {
+  const I bits = reinterpret_cast<const I&>(x);
+  I exponent = (bits >> 23) - 126;
+  const I fraction_bits = (bits & 0x007fffff) | 0x3f000000;  // f / 2 in [0.5, 1)
+  V f = reinterpret_cast<const V&>(fraction_bits);
+  const I below = f < 0.707106781186547524f;  // -1 (all bits) where true
+  exponent += below;
+  f = (below ? f + f : f) - 1.0f;
+  const V e = __builtin_convertvector(exponent, V);
+  const V z = f * f;
+  V p = V{} + 7.0376836292e-2f;
+  p = p * f - 1.1514610310e-1f;
+  p = p * f + 1.1676998740e-1f;
+  p = p * f - 1.2420140846e-1f;
+  p = p * f + 1.4249322787e-1f;
+  p = p * f - 1.6668057665e-1f;
+  p = p * f + 2.0000714765e-1f;
+  p = p * f - 2.4999993993e-1f;
+  p = p * f + 3.3333331174e-1f;
+  const V y = p * f * z + e * -2.12194440e-4f - 0.5f * z;
+  return f + y + e * 0.693359375f;
+}
+
+inline Lanes LogPositive(Lanes x) { return LogPositiveVector<Lanes, IntLanes>(x); }
+inline Eight LogPositive(Eight x) { return LogPositiveVector<Eight, IntEight>(x); }
+
+// A vector of floats (Lanes or Eight) from or to memory.
+template <typename V>
+inline V LoadVector(const float* p) {
+  V v;
+  memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename V>
+inline void StoreVector(float* p, V v) {
+  memcpy(p, &v, sizeof(v));
+}
+
+// The first `count` floats at p (0 < count <= lanes of V), zero past them;
+// never reads past them.
+template <typename V>
+inline V LoadFirstFloats(const float* p, int count) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(V) == 64) return _mm512_maskz_loadu_ps((1u << count) - 1u, p);
+#endif
+#if defined(__AVX512VL__)
+  if constexpr (sizeof(V) == 32) return _mm256_maskz_loadu_ps((1u << count) - 1u, p);
+#elif defined(__AVX__)
+  if constexpr (sizeof(V) == 32) {
+    const IntEight lanes = {0, 1, 2, 3, 4, 5, 6, 7};
+    return _mm256_maskload_ps(p, reinterpret_cast<__m256i>(lanes < count));
+  }
+#endif
+  V v = {};
+  for (int lane = 0; lane < count; ++lane) v[lane] = p[lane];
+  return v;
 }
 #endif
 

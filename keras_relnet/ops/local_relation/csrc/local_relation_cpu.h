@@ -1,8 +1,9 @@
-// CPU passes of the local relation op over ranges of rows, on raw NHWC
+// CPU backward passes of the local relation op over ranges of rows, and the
+// helpers the forward pass (local_relation_forward_cpu.h) shares, on raw NHWC
 // pointers (no TensorFlow: the op wraps them in its thread pool, and the CUDA
 // harness uses them as its reference).
 //
-// Every pass works on one pixel at a time with per-thread scratch of
+// Every backward pass works on one pixel at a time with per-thread scratch of
 // k*k*G + O(C) floats, loops over all groups at once (contiguous in NHWC) and
 // over the m channels of a group with m a compile-time constant for
 // m in {1, 2, 4, 8, 16, 32}, so the inner loops vectorise. Arithmetic is
@@ -68,19 +69,16 @@ struct Scratch {
   std::vector<int64_t> pixels;  // their flat input pixel index (b, y, x)
   int padded;                   // PaddedGroups
   int64_t key_elements;         // of the key tensor, B * H * W * G
-  std::vector<float> logits;    // [cells, padded]
-  std::vector<float> query, peak, total;  // [padded]
+  std::vector<float> query, total;  // [padded]
   std::vector<float> key, weight, d_logit, partial, ones, lse, dot;  // [padded]
-  std::vector<float> channels_a, channels_b;         // [C]
+  std::vector<float> channels_b;                     // [C]
 
   explicit Scratch(const Geometry& g)
       : cells(g.num_cells()),
         pixels(g.num_cells()),
         padded(PaddedGroups(g)),
         key_elements(g.batch * g.height * g.width * g.groups),
-        logits(static_cast<size_t>(g.num_cells()) * padded, 0.f),
         query(padded, 0.f),
-        peak(padded, 0.f),
         total(padded, 0.f),
         key(padded, 0.f),
         weight(padded, 0.f),
@@ -89,43 +87,8 @@ struct Scratch {
         ones(padded, 1.f),
         lse(padded, 0.f),
         dot(padded, 0.f),
-        channels_a(g.channels),
         channels_b(g.channels) {}
 };
-
-// logits[g] = scale * Phi(query[g], key[g]) + prior[g] (one cell, all groups).
-template <int kComposability>
-inline void CellLogitRow(int groups, float scale, const float* __restrict__ query,
-                         const float* __restrict__ key, const float* __restrict__ prior,
-                         float* __restrict__ logits) {
-  for (int group = 0; group < groups; ++group)
-    logits[group] = scale * Compose<kComposability>(query[group], key[group]) + prior[group];
-}
-
-// Over the cells of one pixel (rows of `padded` logits): peak = max, logits <-
-// exp(logits - peak), total = sum. Sixteen groups at a time, so the running
-// max and sum stay in registers across the cells.
-inline void SoftmaxOverCells(int count, int padded, float* __restrict__ logits,
-                             float* __restrict__ peak, float* __restrict__ total) {
-  for (int first = 0; first < padded; first += kLanes) {
-    Lanes high = LoadLanes(logits + first);
-    for (int c = 1; c < count; ++c) {
-      const Lanes x = LoadLanes(logits + c * padded + first);
-      high = high > x ? high : x;
-    }
-    Lanes sum = {};
-    for (int c = 0; c < count; ++c) {
-      const Lanes weight = ExpNonPositive(LoadLanes(logits + c * padded + first) - high);
-      StoreLanes(logits + c * padded + first, weight);
-      sum += weight;
-    }
-    StoreLanes(peak + first, high);
-    StoreLanes(total + first, sum);
-  }
-}
-
-// Eight floats (one AVX register): the channels of a group when m = 8.
-typedef float Eight __attribute__((vector_size(32)));
 
 // sums[g*m + 8p .. +8) += w * value[same] for the sixteen groups from `first`
 // with w = weights[g] * scale[g] (m = 8): two groups per vector, their
@@ -182,63 +145,6 @@ inline void AddWeightedValues(int groups, int m, const float* __restrict__ weigh
     const float weight = weights[group] * scale[group];
     for (int t = 0; t < m; ++t) sums[group * m + t] += weight * ToFloat(value[group * m + t]);
   }
-}
-
-// out[b*8 .. b*8+8) for the kBlocks eight-channel blocks b from `first`, of
-// the aggregation below, with the sums held in registers across the cells
-// (m a multiple of 8: a block never straddles two groups).
-template <int kBlocks, int kGroupSize>
-inline void AggregateBlocks(int count, int padded, int channels, const int64_t* __restrict__ pixels,
-                            const float* __restrict__ weights, const float* __restrict__ value,
-                            const float* __restrict__ scale, int first, float* __restrict__ out) {
-  Eight sums[kBlocks] = {};
-  for (int c = 0; c < count; ++c) {
-    const float* row = value + pixels[c] * channels;
-    const float* cell_weights = weights + c * padded;
-    for (int block = 0; block < kBlocks; ++block) {
-      Eight cell_value;
-      memcpy(&cell_value, row + (first + block) * 8, sizeof(Eight));
-      sums[block] += cell_weights[(first + block) * 8 / kGroupSize] * cell_value;
-    }
-  }
-  for (int block = 0; block < kBlocks; ++block) {
-    const Eight result = sums[block] * scale[(first + block) * 8 / kGroupSize];
-    memcpy(out + (first + block) * 8, &result, sizeof(Eight));
-  }
-}
-
-// out[g*m + t] = scale[g] * sum_cells weight[cell, g] * value[cell pixel, g*m + t].
-// float32 with m a multiple of 8: eight blocks of eight channels at a time
-// (then four, two, one), each summed over all cells in registers. Otherwise a
-// whole row (all groups) per cell, accumulated in memory.
-template <typename T, int kGroupSize>
-inline void AggregateValues(const Geometry& g, int count, Scratch& s, const T* value,
-                            const float* __restrict__ scale, T* __restrict__ out) {
-  const int m = kGroupSize ? kGroupSize : g.group_size;
-  const int channels = g.channels, padded = s.padded;
-  if constexpr (std::is_same<T, float>::value && kGroupSize % 8 == 0 && kGroupSize > 0) {
-    const int blocks = channels / 8;
-    const int64_t* pixels = s.pixels.data();
-    const float* weights = s.logits.data();
-    int first = 0;
-    auto run = [&](auto size) {  // the next `size` blocks
-      constexpr int kBlocks = decltype(size)::value;
-      AggregateBlocks<kBlocks, kGroupSize>(count, padded, channels, pixels, weights, value, scale,
-                                           first, out);
-      first += kBlocks;
-    };
-    while (first + 8 <= blocks) run(std::integral_constant<int, 8>());
-    if (first + 4 <= blocks) run(std::integral_constant<int, 4>());
-    if (first + 2 <= blocks) run(std::integral_constant<int, 2>());
-    if (first < blocks) run(std::integral_constant<int, 1>());
-    return;
-  }
-  float* sums = s.channels_a.data();
-  std::fill(sums, sums + channels, 0.f);
-  for (int c = 0; c < count; ++c)
-    AddWeightedValues<T, kGroupSize>(g.groups, m, s.logits.data() + c * padded, scale,
-                                     value + s.pixels[c] * channels, sums);
-  for (int c = 0; c < channels; ++c) out[c] = static_cast<T>(sums[c]);
 }
 
 // The dot products a[g*8 .. g*8+8) . b[g*8 .. g*8+8) of the sixteen groups
@@ -408,42 +314,6 @@ inline const float* KeyRow(const Geometry& g, const T* key, int64_t at, Scratch&
   }
   for (int group = 0; group < g.groups; ++group) s.key[group] = ToFloat(key[at * g.groups + group]);
   return s.key.data();
-}
-
-// Logits of the valid cells of one output pixel into s.logits (rows of
-// s.padded); s.query holds q.
-template <typename T, int kComposability>
-inline void CellLogits(const Geometry& g, int count, const T* key, const float* prior_by_cell,
-                       Scratch& s) {
-  const int groups = g.groups, padded = s.padded;
-  for (int c = 0; c < count; ++c) {
-    CellLogitRow<kComposability>(padded, g.scale, s.query.data(), KeyRow(g, key, s.pixels[c], s),
-                                 prior_by_cell + s.cells[c] * padded,
-                                 s.logits.data() + c * padded);
-  }
-}
-
-// Forward: output [B, Ho, Wo, C] and lse [B, Ho, Wo, G] for the output rows
-// [begin, end) of the flattened (b, i).
-template <typename T, int kComposability, int kGroupSize>
-void ForwardRows(const Geometry& g, const T* query, const T* key, const T* value,
-                 const float* prior_by_cell, T* output, float* lse, int64_t begin, int64_t end) {
-  Scratch s(g);
-  const int groups = g.groups, channels = g.channels;
-  ForEachOutputPixel(g, begin, end, s, [&](int64_t pixel, int count) {
-    for (int group = 0; group < groups; ++group)
-      s.query[group] = ToFloat(query[pixel * groups + group]);
-    CellLogits<T, kComposability>(g, count, key, prior_by_cell, s);
-    const int padded = s.padded;
-    float* peak = s.peak.data();
-    float* total = s.total.data();
-    SoftmaxOverCells(count, padded, s.logits.data(), peak, total);
-    for (int group = 0; group < groups; ++group) {
-      lse[pixel * groups + group] = peak[group] + std::log(total[group]);
-      total[group] = 1.f / total[group];
-    }
-    AggregateValues<T, kGroupSize>(g, count, s, value, total, output + pixel * channels);
-  });
 }
 
 // Backward, output side, for the output rows [begin, end): d_query,

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "local_relation_cpu.h"
+#include "local_relation_forward_cpu.h"
 #include "local_relation_ops.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
