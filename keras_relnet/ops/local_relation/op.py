@@ -120,14 +120,9 @@ def local_relation_2d(
     TensorShape([1, 3, 3, 8])
     """
     strides = checks.check_choice("strides", strides, STRIDES)
-    centres = inputs[:, ::strides, ::strides, :]
-    query = tf.einsum("bhwc,cg->bhwg", centres, query_kernel)
-    key = tf.einsum("bhwc,cg->bhwg", inputs, key_kernel)
-    value = (
-        inputs
-        if value_kernel is None
-        else tf.einsum("bhwc,cd->bhwd", inputs, value_kernel)
-    )
+    query = pointwise_projection(inputs, query_kernel, strides)
+    key = pointwise_projection(inputs, key_kernel)
+    value = inputs if value_kernel is None else pointwise_projection(inputs, value_kernel)
     prior = geometry_prior(kernel_size, *geometry_weights)
     return local_relation_aggregation(
         query, key, value, prior,
@@ -135,3 +130,24 @@ def local_relation_2d(
         composability=composability, scale=scale,
         implementation=implementation,
     )
+
+
+def pointwise_projection(inputs, kernel, strides=1):
+    """`inputs @ kernel` at every `strides`-th pixel: a 1x1 convolution.
+
+    A strided 1x1 convolution reads only the window centres; slicing the
+    centres out first would copy them, which costs more than the projection.
+
+    Args:
+        inputs: `[B, H, W, C]`.
+        kernel: `[C, D]`.
+        strides: 1 or 2; pixel (i, j) of the result is input `(s*i, s*j)`.
+
+    Returns:
+        `[B, ceil(H / strides), ceil(W / strides), D]`.
+
+    Example:
+    >>> pointwise_projection(tf.ones([1, 5, 5, 3]), tf.ones([3, 2]), 2).shape
+    TensorShape([1, 3, 3, 2])
+    """
+    return tf.nn.conv2d(inputs, kernel[None, None], strides, "VALID")
