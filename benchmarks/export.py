@@ -20,7 +20,6 @@ import os
 import pathlib
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -31,6 +30,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from keras_relnet.applications import preprocess_input  # noqa: E402
 from keras_relnet.applications.registry import build_model  # noqa: E402
+from timing import interleaved_medians  # noqa: E402
 from keras_relnet.export import (  # noqa: E402
     artefact_size,
     export,
@@ -126,20 +126,6 @@ def prepare(name, args, directory):
         if label == "onnx":
             row["onnx_nodes"] = sum(onnx_operator_counts(path).values())
     return row, steps
-
-
-def interleaved_medians(steps, repeats):
-    """`{key: median ms}` over `repeats` rounds that each time every step once."""
-    for step in steps.values():  # warm-up: allocation, first-call work
-        step()
-        step()
-    times = {key: [] for key in steps}
-    for _ in range(repeats):
-        for key, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[key].append(time.perf_counter() - start)
-    return {key: 1e3 * float(np.median(values)) for key, values in times.items()}
 
 
 def main():

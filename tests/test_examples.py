@@ -26,12 +26,30 @@ def test_digits_demo_reaches_95_percent_and_reloads(tmp_path):
 
 
 @pytest.mark.slow
-def test_local_relation_benchmark_quick_run_prints_every_implementation():
+def test_local_relation_benchmark_quick_run_measures_the_kernel_and_the_models():
     result = run_script("benchmarks/local_relation.py", "--quick")
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line for line in result.stdout.splitlines() if re.match(r"\s+\d+x\d+x\d+ ", line)]
-    for name in ("reference", "xla", "naive extract_patches", "depthwise 7x7"):
-        assert sum(f" {name} " in row for row in rows) == 2, result.stdout
+    out = result.stdout
+    rows = {}
+    for line in out.splitlines():
+        match = re.match(r"\s+(\d+x\d+x\d+) (custom|naive extract_patches|depthwise 7x7)\s+"
+                         r"([\d.]+)\s+([\d.]+)\s+([\d.]+) .* ([\d.]+)x$", line)
+        if match:
+            shape, name, forward, backward, _, peak = match.groups()
+            rows[shape, name] = float(forward), float(backward), float(peak)
+    for shape in ("14x14x400", "7x7x800"):
+        custom, naive = rows[shape, "custom"], rows[shape, "naive extract_patches"]
+        assert 0 < custom[0] < custom[1], out  # the forward is part of fwd+bwd
+        assert naive[1] > 5 * custom[1], out  # the kernel beats patch tensors by far
+        assert custom[2] <= 3.0, out  # peak memory within 3x input + output
+    peaks = re.search(r"matmul (\d+) GFLOP/s .* copy ([\d.]+) GB/s", out)
+    assert peaks and float(peaks.group(1)) > 1 and float(peaks.group(2)) > 0.1, out
+    fractions = re.findall(r"^\s+\d+x\d+x\d+\s+[\d.]+\s+[\d.]+\s+(\d+)%", out, re.M)
+    assert len(fractions) == 2 and all(0 < int(f) <= 100 for f in fractions), out
+    ratio = re.search(r"^inference, batch 1\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x", out, re.M)
+    assert ratio, out
+    resnet, lrnet, quoted = map(float, ratio.groups())
+    assert abs(lrnet / resnet - quoted) < 0.02 and 0.5 < quoted < 10, out
 
 
 @pytest.mark.slow
