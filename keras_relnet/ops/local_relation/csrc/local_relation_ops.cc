@@ -251,6 +251,16 @@ void ParallelRows(OpKernelContext* context, int64_t rows, int64_t cost_per_row,
   ::tensorflow::Shard(workers->num_threads, workers->workers, rows, cost_per_row, fn);
 }
 
+void ParallelRowBlocks(OpKernelContext* context, int64_t rows,
+                       const std::function<void(int64_t, int64_t)>& fn) {
+  auto* workers = context->device()->tensorflow_cpu_worker_threads();
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(rows, workers->num_threads));
+  if (blocks == 1) return fn(0, rows);
+  using Pool = ::tensorflow::thread::ThreadPool;
+  const int64_t block_rows = (rows + blocks - 1) / blocks;
+  workers->workers->ParallelFor(rows, Pool::SchedulingParams::Fixed(block_rows), fn);
+}
+
 namespace {
 
 template <typename T>
@@ -271,9 +281,8 @@ class LocalRelationCpu : public OpKernel {
     const T* value = context->input(2).flat<T>().data();
     T* out = output->flat<T>().data();
     float* log_sum_exp = lse->flat<float>().data();
-    const int64_t cost = static_cast<int64_t>(g.out_width) * g.num_cells() * (g.channels + 8 * g.groups);
     WithConstants(g, [&](auto composability, auto group_size) {
-      ParallelRows(context, g.batch * g.out_height, cost, [&](int64_t begin, int64_t end) {
+      ParallelRowBlocks(context, g.batch * g.out_height, [&](int64_t begin, int64_t end) {
         ForwardRows<T, decltype(composability)::value, decltype(group_size)::value>(
             g, query, key, value, prior.data(), out, log_sum_exp, begin, end);
       });
