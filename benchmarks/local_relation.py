@@ -36,6 +36,8 @@ import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
 from keras_relnet import applications, ops  # noqa: E402
+from keras_relnet.ops.local_relation import output_size  # noqa: E402
+from keras_relnet.utils.flops import local_relation_aggregation_flops  # noqa: E402
 from timing import fastest_ms, interleaved_medians, peak_memory_mb  # noqa: E402
 
 BATCH, KERNEL, GROUP_SIZE = 8, 7, 8
@@ -65,7 +67,7 @@ def naive_local_relation(query, key, value, prior):
 def relation_inputs(size, channels, strides=1, seed=0):
     """Query, key, value and prior of one batch-8 call at `size`^2 x `channels`."""
     groups = channels // GROUP_SIZE
-    out = -(-size // strides)
+    out = output_size(size, strides)
     rng = np.random.default_rng(seed)
     shapes = [(BATCH, out, out, groups), (BATCH, size, size, groups),
               (BATCH, size, size, channels), (groups, KERNEL, KERNEL)]
@@ -127,12 +129,12 @@ def machine_peaks(rounds):
 
 
 def forward_work(size, channels, strides):
-    """`(flops, bytes)` the forward must do and move at least: the aggregation's
-    and logits' multiply-adds (2 flops each), and reading q, k, v and writing y."""
-    groups, out = channels // GROUP_SIZE, -(-size // strides)
-    outputs, inputs = BATCH * out * out, BATCH * size * size
-    flops = 2 * KERNEL**2 * outputs * (channels + 2 * groups)
-    moved = 4 * (outputs * (groups + channels) + inputs * (groups + channels))
+    """`(flops, bytes)` the forward must do and move at least: two flops per
+    multiply-add of `local_relation_aggregation_flops`, and q, k, v read and y written."""
+    groups, out = channels // GROUP_SIZE, output_size(size, strides)
+    flops = 2 * BATCH * local_relation_aggregation_flops((size, size), channels, GROUP_SIZE,
+                                                         KERNEL, strides)
+    moved = 4 * BATCH * (out * out + size * size) * (groups + channels)
     return flops, moved
 
 
@@ -150,7 +152,7 @@ def print_kernel_tables(shapes, implementations, rounds):
                                                        implementation="reference")
             naive = naive_local_relation(*relation_inputs(size, channels))
             np.testing.assert_allclose(naive.numpy(), reference.numpy(), atol=1e-4)
-        out = -(-size // strides)
+        out = output_size(size, strides)
         input_output_mib = BATCH * (size * size + out * out) * channels * 4 / 2**20
         floor = rows["depthwise 7x7"]
         slow = rows.get("naive extract_patches", (None, None))[1]

@@ -136,7 +136,32 @@ def local_relation_flops(
     projections = (outputs + inputs) * channels * groups
     if value_projection:
         projections += inputs * channels * channels
-    logits = outputs * groups * cells
-    aggregation = outputs * channels * cells
     prior = cells * (2 * hidden + hidden * groups)
-    return projections + logits + aggregation + prior
+    relation = local_relation_aggregation_flops(input_size, channels, channels_per_group,
+                                                kernel_size, strides)
+    return projections + relation + prior
+
+
+def local_relation_aggregation_flops(input_size, channels, channels_per_group, kernel_size,
+                                     strides=1):
+    """Multiply-adds of one `local_relation_aggregation` call for one image.
+
+    One per logit (composability + prior) and `k*k*C` per output pixel for
+    the aggregation (as a k x k depthwise convolution); the exponentials are
+    not counted.
+
+    Args:
+        input_size, channels, channels_per_group, kernel_size, strides: as in
+            `local_relation_flops`.
+
+    Returns:
+        The multiply-add count as an int.
+
+    Example:
+    >>> local_relation_aggregation_flops((56, 56), 64, 8, 7)
+    11063808
+    """
+    height, width = input_size
+    cells = kernel_size * kernel_size
+    outputs = output_size(height, strides) * output_size(width, strides)
+    return outputs * cells * (channels + channels // channels_per_group)
