@@ -104,21 +104,43 @@ def choose_tiling(window, out_height, out_width, groups, height=None, width=None
     return best[1]
 
 
-def tile_windows(tensor, row_positions, col_positions, groups):
+def _window_pixels(row_positions, col_positions, height, width, padding):
+    """`[tiles, positions]`: the flat image pixel (`y * width + x`) of every
+    tile's window positions (column-major), given in the image padded by
+    `padding`. Positions off the image read the nearest image pixel instead
+    of a zero pad: their attention weight is exactly 0, so any finite value
+    does, and no tensor is copied into a padded one."""
+    rows = np.clip(row_positions - padding, 0, height - 1)
+    cols = np.clip(col_positions - padding, 0, width - 1)
+    pixel = rows[:, None, None, :] * width + cols[None, :, :, None]
+    return pixel.reshape(-1, pixel.shape[2] * pixel.shape[3])
+
+
+def tile_windows(tensor, row_positions, col_positions, groups, padding):
     """Every (tile, group)'s input window, `[B, tiles * groups, positions, m]`
-    (positions column-major, `m = X / groups`), from the padded `tensor`
-    `[B, H, W, X]` and each tile's window coordinates (`axis_positions`).
+    (`m = X / groups`), from `tensor` `[B, H, W, X]` and each tile's window
+    coordinates in the image padded by `padding` (`axis_positions`).
 
     One gather with a constant index: it copies runs of m values, and the
     result is already in the layout of the aggregation's batch matmul.
     """
     _, height, width, channels = tensor.shape
     flat = tf.reshape(tensor, [-1, height * width * groups, channels // groups])
-    pixel = (row_positions[:, None, None, None, :] * width
-             + col_positions[None, :, None, :, None])
-    index = pixel * groups + np.arange(groups)[None, None, :, None, None]
-    return tf.gather(flat, index.reshape(-1, index.shape[3] * index.shape[4]).astype(np.int32),
-                     axis=1)
+    pixel = _window_pixels(row_positions, col_positions, height, width, padding)
+    index = pixel[:, None, :] * groups + np.arange(groups)[None, :, None]
+    return tf.gather(flat, index.reshape(-1, index.shape[2]).astype(np.int32), axis=1)
+
+
+def tile_key_windows(key, row_positions, col_positions, padding):
+    """`[B, tiles, G, positions]`: every tile's window of the `[B, H, W, G]`
+    keys. The gather copies each position's G keys together and a transpose
+    of the (small) result puts groups first: gathering single floats straight
+    into that layout is several times slower."""
+    _, height, width, groups = key.shape
+    pixel = _window_pixels(row_positions, col_positions, height, width, padding)
+    windows = tf.gather(tf.reshape(key, [-1, height * width, groups]),
+                        pixel.astype(np.int32), axis=1)  # [B, tiles, positions, G]
+    return tf.transpose(windows, [0, 1, 3, 2])
 
 
 def _window_cells(window, tiling, row_offsets, col_offsets):
@@ -195,27 +217,29 @@ def tiled_relation(window):
         band_prior = tf.gather(tf.reshape(tf.cast(prior, dtype), [groups, -1]),
                                np.where(unseen, 0, cells), axis=1) + tf.constant(
                                    np.where(unseen, EXCLUDED, 0.0), dtype)
-        p = window.padding
-        image_padding = [[0, 0], [p, max(0, row_positions.max() + 1 - p - height)],
-                         [p, max(0, col_positions.max() + 1 - p - width)], [0, 0]]
-        windows = lambda tensor: tile_windows(tf.pad(tf.cast(tensor, dtype), image_padding),
-                                              row_positions, col_positions, groups)
-        keys = tf.reshape(windows(key), [-1, tiling.tiles, groups, 1, positions])
-        tiled_query = tf.pad(tf.cast(query, dtype), [[0, 0], [0, padded_height - out_height],
-                                                     [0, padded_width - out_width], [0, 0]])
+        # A reshape, not expand_dims: XNNPACK delegates no EXPAND_DIMS.
+        keys = tf.reshape(tile_key_windows(tf.cast(key, dtype), row_positions, col_positions,
+                                           window.padding), [-1, tiling.tiles, groups, 1, positions])
+        tiled_query = tf.cast(query, dtype)
+        if (padded_height, padded_width) != (out_height, out_width):
+            tiled_query = tf.pad(tiled_query, [[0, 0], [0, padded_height - out_height],
+                                               [0, padded_width - out_width], [0, 0]])
         # At most 6-D tensors: TFLite's limit (the batch is merged with the tile rows).
         tiled_query = tf.reshape(tf.transpose(
             tf.reshape(tiled_query, [-1, tiling.rows, tiling.col_tiles, tiling.cols, groups]),
             [0, 2, 4, 1, 3]), [-1, tiling.tiles, groups, tiling.pixels, 1])
         off_image = _off_image_bias(window, row_positions, col_positions, height, width)
         weights = tf.nn.softmax(_masked_logits(window, tiled_query, keys, band_prior, off_image))
-        values = tf.reshape(windows(value), [-1, positions, group_size])
+        values = tf.reshape(tile_windows(tf.cast(value, dtype), row_positions, col_positions,
+                                         groups, window.padding), [-1, positions, group_size])
         summed = tf.matmul(tf.reshape(weights, [-1, tiling.pixels, positions]),
                            values)  # [B * tiles * G, pixels, m]
         output = tf.transpose(
             tf.reshape(summed, [-1, tiling.col_tiles, groups, tiling.rows, tiling.cols,
                                 group_size]), [0, 3, 1, 4, 2, 5])
         output = tf.reshape(output, [-1, padded_height, padded_width, channels])
-        return output[:, :out_height, :out_width]
+        if (padded_height, padded_width) != (out_height, out_width):
+            output = output[:, :out_height, :out_width]
+        return output
 
     return relation
