@@ -1,10 +1,12 @@
 // The CPU kernel of KerasRelnetLocalRelationGrad (the op and its checks are
 // registered in local_relation_ops.cc): the one-pass backward per image when
-// there are at least as many images as threads, else the two passes.
+// there are at least as many images as threads (channel-major,
+// local_relation_backward_cpu.h, for m up to 32), else the two passes.
 #include <algorithm>
 #include <type_traits>
 #include <vector>
 
+#include "local_relation_backward_cpu.h"
 #include "local_relation_cpu.h"
 #include "local_relation_ops.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -119,6 +121,22 @@ class LocalRelationGradCpu : public OpKernel {
                  Tensor* d_query, Tensor* d_key, Tensor* d_value, std::vector<float>* partials) {
     const int64_t cells_groups = static_cast<int64_t>(g.num_cells()) * PaddedGroups(g);
     partials->assign(g.batch * cells_groups, 0.f);
+    if constexpr (kChannelMajorBackward<kGroupSize>) {
+      using Backward = ImageBackward<T, kComposability, kGroupSize>;
+      const typename Backward::Inputs inputs{in.query, in.key,    in.value,   in.prior_by_cell,
+                                             in.output, in.lse,   in.d_output};
+      ParallelRows(context, g.batch, CellCost(g) * g.out_height * g.out_width,
+                   [&](int64_t first, int64_t last) {
+                     BackwardRowSlots slots(g);
+                     for (int64_t image = first; image < last; ++image) {
+                       const typename Backward::Outputs outputs{
+                           d_query->flat<T>().data(), d_key->flat<T>().data(),
+                           d_value->flat<T>().data(), partials->data() + image * cells_groups};
+                       Backward(g, inputs, outputs, slots).Run(image);
+                     }
+                   });
+      return Status();
+    }
     // float32 sums: d_key's rows padded like the scratch rows (so the per-cell
     // update is whole vectors), d_value's the output itself when T is float.
     const int padded = PaddedGroups(g);
