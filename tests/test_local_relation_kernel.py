@@ -83,6 +83,24 @@ def test_both_backward_schedules_equal_the_reference(batch, dtype, groups):
                                    rtol=tolerance, err_msg=name)
 
 
+# The one-pass backward (batch >= threads) stages the rows of a window's span in
+# slots and writes a row's gradients when it leaves the window: G = 100 ends in
+# an eight-group block after sixteen-group ones, m = 32 is its widest m, and
+# stride 2 with dilation 2 leaves odd input rows that no window reads (their
+# gradients must be zero, not left unwritten).
+@pytest.mark.parametrize("groups, group_size, kernel_size, strides, dilation_rate", [
+    (100, 8, 7, 1, 1), (3, 32, 3, 2, 1), (5, 4, 3, 2, 2), (13, 8, 5, 1, 2)])
+def test_the_one_pass_backward_equals_the_reference(groups, group_size, kernel_size, strides,
+                                                    dilation_rate):
+    inputs = relation_inputs(11, 3, 9, 8, groups, group_size, kernel_size, strides)
+    options = dict(strides=strides, dilation_rate=dilation_rate)
+    d_output = tf.random.stateless_normal(inputs[0].shape[:3] + [groups * group_size], [11, 1])
+    expected = value_and_gradients("reference", inputs, d_output, **options)
+    got = value_and_gradients("custom", inputs, d_output, **options)
+    for name, ours, theirs in zip(["output", "query", "key", "value", "prior"], got, expected):
+        np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=1e-5, err_msg=name)
+
+
 @pytest.mark.parametrize("strides", [1, 2])
 def test_gradients_match_finite_differences(strides):
     inputs = relation_inputs(0, 2, 5, 6, 2, 4, 3, strides)
