@@ -101,6 +101,24 @@ def test_the_one_pass_backward_equals_the_reference(groups, group_size, kernel_s
         np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=1e-5, err_msg=name)
 
 
+# Queries and keys far apart (magnitude 30: logits hundreds below the largest
+# prior, most weights underflowing) and close together, for each composability
+# and a zero and a negative scale: the kernel's softmax stays exact and finite.
+@pytest.mark.parametrize("magnitude", [0.3, 3.0, 30.0])
+@pytest.mark.parametrize("composability, scale", [
+    ("squared_difference", 1.0), ("abs_difference", 0.5), ("squared_difference", 0.0),
+    ("dot", 0.2), ("squared_difference", -0.01)])
+def test_the_forward_equals_the_reference_with_far_apart_logits(magnitude, composability, scale):
+    query, key, value, prior = relation_inputs(5, 2, 9, 10, 13, 8, 7, 1)
+    query, key = query * magnitude, key * magnitude
+    options = dict(composability=composability, scale=scale)
+    expected = ops.local_relation_aggregation(query, key, value, 3.0 * prior,
+                                              implementation="reference", **options)
+    got = ops.local_relation_aggregation(query, key, value, 3.0 * prior, implementation="custom",
+                                         **options)
+    np.testing.assert_allclose(got, expected, atol=2e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("strides", [1, 2])
 def test_gradients_match_finite_differences(strides):
     inputs = relation_inputs(0, 2, 5, 6, 2, 4, 3, strides)
