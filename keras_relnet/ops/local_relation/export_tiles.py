@@ -135,7 +135,7 @@ def tile_key_windows(key, row_positions, col_positions, padding):
     """`[B, tiles, G, positions]`: every tile's window of the `[B, H, W, G]`
     keys. The gather copies each position's G keys together and a transpose
     of the (small) result puts groups first: gathering single floats straight
-    into that layout is several times slower."""
+    into that layout was slower in onnxruntime than both together."""
     _, height, width, groups = key.shape
     pixel = _window_pixels(row_positions, col_positions, height, width, padding)
     windows = tf.gather(tf.reshape(key, [-1, height * width, groups]),
@@ -220,8 +220,9 @@ def tiled_relation(window):
         # A reshape, not expand_dims: XNNPACK delegates no EXPAND_DIMS.
         keys = tf.reshape(tile_key_windows(tf.cast(key, dtype), row_positions, col_positions,
                                            window.padding), [-1, tiling.tiles, groups, 1, positions])
+        tiles_overrun = (padded_height, padded_width) != (out_height, out_width)
         tiled_query = tf.cast(query, dtype)
-        if (padded_height, padded_width) != (out_height, out_width):
+        if tiles_overrun:
             tiled_query = tf.pad(tiled_query, [[0, 0], [0, padded_height - out_height],
                                                [0, padded_width - out_width], [0, 0]])
         # At most 6-D tensors: TFLite's limit (the batch is merged with the tile rows).
@@ -238,7 +239,7 @@ def tiled_relation(window):
             tf.reshape(summed, [-1, tiling.col_tiles, groups, tiling.rows, tiling.cols,
                                 group_size]), [0, 3, 1, 4, 2, 5])
         output = tf.reshape(output, [-1, padded_height, padded_width, channels])
-        if (padded_height, padded_width) != (out_height, out_width):
+        if tiles_overrun:
             output = output[:, :out_height, :out_width]
         return output
 
