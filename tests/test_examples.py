@@ -16,10 +16,13 @@ def run_script(*args):
 
 
 @pytest.mark.slow
-def test_digits_demo_reaches_95_percent_and_reloads(tmp_path):
+def test_digits_demo_reaches_95_percent_reloads_and_fails_broken_exports(tmp_path):
     result = run_script("examples/train_digits.py", "--output-dir", str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "DEMO OK" in result.stdout
+    # The three broken exports (examples/digits_mutations.py) each fail the checks.
+    assert result.stdout.count(" caught: ") == 3, result.stdout[-3000:]
+    assert "NOT CAUGHT" not in result.stdout
     for name in ("lrnet26_digits.keras", "lrnet26_digits.tflite", "lrnet26_digits_int8.tflite",
                  "lrnet26_digits.onnx"):
         assert (tmp_path / name).is_file(), name

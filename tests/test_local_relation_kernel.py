@@ -4,6 +4,7 @@ finite differences, half precision, malformed inputs, dispatch and export."""
 
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -280,6 +281,21 @@ def test_cuda_kernels_equal_the_cpu_kernels_under_cpu_emulation():
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "12 random cases, 0 mismatches" in result.stdout
+
+
+@pytest.mark.skipif(not (CUDA_HOME / "include" / "cuda_bf16.h").exists(),
+                    reason="no CUDA headers on this machine (set CUDA_HOME)")
+def test_cuda_fixed_order_backward_is_bit_identical_over_block_orders_under_emulation():
+    # What op determinism runs on a GPU: three runs under different block and
+    # warp orders must give the same bits. The atomics' backward, run the same
+    # way, must differ somewhere, or the shuffled schedules would test nothing.
+    subprocess.run(["make", "cuda-emulation"], cwd=ROOT, check=True, capture_output=True)
+    result = subprocess.run([str(ROOT / "build" / "cuda_emulation"), "--determinism",
+                             "--cases", "6"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "6 random cases, 0 failures" in result.stdout, result.stdout
+    differed = int(re.search(r"differed between two runs in (\d+) cases", result.stdout)[1])
+    assert differed > 0, result.stdout
 
 
 @pytest.mark.slow

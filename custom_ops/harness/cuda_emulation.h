@@ -6,12 +6,16 @@
 //
 // Each block runs its threads as fibers on one OS thread, switched at
 // __syncthreads and at warp shuffles, which wait for every live thread of the
-// block / lane of the warp. Blocks run one after another. It checks indexing,
+// block / lane of the warp. Blocks run one after another, in the grid's order
+// or, after SetSchedule(seed), in a shuffled order with the fibers of each
+// block visited last to first. It checks indexing,
 // shared-memory layout, launch configuration limits, barriers and shuffle
 // reductions; it says nothing about speed, and cannot show races that real
 // hardware would expose between barriers. A shuffle after a lane of its warp
 // has exited, or a barrier that some thread never reaches, stops the program
-// with a message (both are undefined or a hang on a GPU).
+// with a message (both are undefined or a hang on a GPU). Comparing the
+// results of two schedules shows a sum whose rounding depends on the order
+// blocks and warps run (atomics), which a GPU does not fix either.
 #ifndef KERAS_RELNET_HARNESS_CUDA_EMULATION_H_
 #define KERAS_RELNET_HARNESS_CUDA_EMULATION_H_
 
@@ -23,7 +27,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <memory>
+#include <random>
+#include <utility>
 #include <vector>
 
 #include <cuda_bf16.h>  // __half, __nv_bfloat16 and their conversions work on the host
@@ -75,6 +82,14 @@ inline void YieldTo(Fiber::State state) {
   block.fibers[block.current].state = state;
   swapcontext(&block.fibers[block.current].context, &block.scheduler);
 }
+
+// 0: blocks in the grid's order, fibers first to last; else the seed of a
+// shuffled block order, with fibers visited last to first.
+inline unsigned& ScheduleSeed() {
+  static unsigned seed = 0;
+  return seed;
+}
+inline void SetSchedule(unsigned seed) { ScheduleSeed() = seed; }
 
 inline int& LastError() {
   static int error = 0;
@@ -146,7 +161,8 @@ inline void RunBlock(Block& block) {
   const int warps = (threads + kWarpSize - 1) / kWarpSize;
   for (;;) {
     bool ran = false;
-    for (int t = 0; t < threads; ++t) {
+    for (int n = 0; n < threads; ++n) {
+      const int t = ScheduleSeed() ? threads - 1 - n : n;
       if (block.fibers[t].state != Fiber::kRunnable) continue;
       block.current = t;
       swapcontext(&block.scheduler, &block.fibers[t].context);
@@ -213,8 +229,12 @@ struct Launcher {
     CurrentBlock() = &state;
     auto body = [&] { kernel(arguments...); };
     using Body = decltype(body);
-    for (unsigned y = 0; y < grid.y; ++y) {
-      for (unsigned x = 0; x < grid.x; ++x) {
+    std::vector<std::pair<unsigned, unsigned>> order;
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) order.emplace_back(x, y);
+    if (ScheduleSeed()) std::shuffle(order.begin(), order.end(), std::mt19937(ScheduleSeed()));
+    for (const auto& [x, y] : order) {
+      {
         state.index = dim3(x, y, 0);
         // Garbage, as on a GPU: a kernel that reads shared memory before writing it shows.
         state.shared.assign(shared_bytes / sizeof(float), std::nanf(""));

@@ -4,7 +4,8 @@
 #   1. builds the standalone harness (make cuda-harness);
 #   2. agreement with the CPU kernels on random shapes in float32, float16 and
 #      bfloat16, then the kernel times at the LR-Net-50 shapes (batch 8, 32);
-#   3. compute-sanitizer memcheck and racecheck on a few cases;
+#   3. the fixed-order backward (op determinism) bit-identical over repeated
+#      runs, and compute-sanitizer memcheck and racecheck on a few cases;
 #   4. PyTorch's cuDNN depthwise 7x7 at the same shapes, and the table
 #      (gpu_report.py) that goes into docs/kernels.md.
 #
@@ -21,6 +22,10 @@ make cuda-harness 2>&1 | tail -3 || exit 2
 
 build/cuda_harness --cases "$cases" | tee "$out/harness.txt"
 status=${PIPESTATUS[0]}
+
+build/cuda_harness --determinism --cases 50 | tee "$out/determinism.txt"
+determinism_status=${PIPESTATUS[0]}
+[ "$determinism_status" -ne 0 ] && [ "$status" -eq 0 ] && status=$determinism_status
 
 if command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do

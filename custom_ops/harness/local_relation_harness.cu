@@ -12,6 +12,9 @@
 //   build/cuda_harness [--cases N] [--seed S] [--no-benchmark]
 //   build/cuda_harness --support < calls   (lines "k m dtype strides": what the
 //                                           launchers accept, see SupportLine)
+//   build/cuda_harness --determinism [--cases N]   (the fixed-order backward
+//       bit-identical over repeated runs, and over shuffled block orders
+//       under the emulation; see CheckDeterminism)
 //
 // Compiled by g++ with -DKERAS_RELNET_CUDA_EMULATION (`make cuda-emulation`),
 // the same harness and kernels run on the CPU under cuda_emulation.h: the
@@ -125,22 +128,25 @@ template <>
 StorageType StorageOf<__nv_bfloat16>() { return StorageType::kBFloat16; }
 
 // Runs forward + backward on the GPU in storage type T into `out` (float32 host
-// results). Returns 0, or what a launcher returned (kLaunchUnsupported for a
-// call that local_relation_support.h rejects).
+// results), the backward in fixed order or with atomics. Returns 0, or what a
+// launcher returned (kLaunchUnsupported for a call that local_relation_support.h
+// rejects).
 template <typename T>
-int GpuRun(const Geometry& g, const Tensors& in, Tensors* out) {
+int GpuRun(const Geometry& g, const Tensors& in, Tensors* out, bool fixed_order = false) {
   Buffer<T> query(in.query), key(in.key), value(in.value), d_output(in.d_output);
   Buffer<float> prior(in.prior);
   const size_t out_pixels = g.batch * g.out_height * g.out_width;
   Buffer<T> output(out_pixels * g.channels), d_query(in.query.size()), d_key(in.key.size()),
       d_value(in.value.size());
-  Buffer<float> lse(out_pixels * g.groups), dot(out_pixels * g.groups), d_prior(in.prior.size());
+  Buffer<float> lse(out_pixels * g.groups), d_prior(in.prior.size()),
+      workspace(LocalRelationBackwardWorkspace(g, fixed_order));
   int status = LaunchLocalRelationForward(g, StorageOf<T>(), query.data, key.data, value.data,
                                           prior.data, output.data, lse.data, nullptr);
   if (status != 0) return status;
   status = LaunchLocalRelationBackward(
       g, StorageOf<T>(), query.data, key.data, value.data, prior.data, output.data, lse.data,
-      d_output.data, d_query.data, d_key.data, d_value.data, d_prior.data, dot.data, nullptr);
+      d_output.data, d_query.data, d_key.data, d_value.data, d_prior.data, workspace.data,
+      fixed_order, nullptr);
   if (status != 0) return status;
   CHECK_CUDA(cudaDeviceSynchronize());
   out->output = output.Host();
@@ -305,8 +311,8 @@ void Benchmark() {
           d_output(t.d_output);
       const size_t out_pixels = g.batch * g.out_height * g.out_width;
       Buffer<float> output(out_pixels * g.channels), lse(out_pixels * g.groups),
-          dot(out_pixels * g.groups), d_query(t.query.size()), d_key(t.key.size()),
-          d_value(t.value.size()), d_prior(t.prior.size());
+          workspace(LocalRelationBackwardWorkspace(g, false)), d_query(t.query.size()),
+          d_key(t.key.size()), d_value(t.value.size()), d_prior(t.prior.size());
       auto forward = [&] {
         CHECK_CUDA(static_cast<cudaError_t>(LaunchLocalRelationForward(
             g, StorageType::kFloat32, query.data, key.data, value.data, prior.data, output.data,
@@ -317,7 +323,7 @@ void Benchmark() {
         CHECK_CUDA(static_cast<cudaError_t>(LaunchLocalRelationBackward(
             g, StorageType::kFloat32, query.data, key.data, value.data, prior.data, output.data,
             lse.data, d_output.data, d_query.data, d_key.data, d_value.data, d_prior.data,
-            dot.data, nullptr)));
+            workspace.data, false, nullptr)));
       };
       const float forward_ms = TimeMs(forward, 30), step_ms = TimeMs(forward_backward, 30);
       std::printf("TIME %dx%dx%d %d %.4f %.4f\n", shape[0], shape[0], shape[1], batch,
@@ -329,17 +335,77 @@ void Benchmark() {
 
 }  // namespace
 
+bool BitIdentical(const Tensors& a, const Tensors& b) {
+  auto same = [](const std::vector<float>& x, const std::vector<float>& y) {
+    return x.size() == y.size() && !std::memcmp(x.data(), y.data(), x.size() * sizeof(float));
+  };
+  return same(a.output, b.output) && same(a.lse, b.lse) && same(a.d_query, b.d_query) &&
+         same(a.d_key, b.d_key) && same(a.d_value, b.d_value) && same(a.d_prior, b.d_prior);
+}
+
+// Sets the emulation's block and warp order (a GPU has none to set).
+void Schedule(unsigned seed) {
+#if defined(KERAS_RELNET_CUDA_EMULATION)
+  emulation::SetSchedule(seed);
+#else
+  (void)seed;
+#endif
+}
+
+// The fixed-order backward (TensorFlow's op determinism) on random cases,
+// float32: three runs, under three schedules where the emulation has them,
+// must be bit-identical and agree with the CPU kernels. The atomics' backward
+// is run the same way, and the cases where its runs differ are counted (they
+// may; that is why the fixed order exists). Returns the failures.
+int CheckDeterminism(int cases, unsigned seed) {
+  std::mt19937 rng(seed);
+  int failures = 0, atomics_differ = 0;
+  double worst = 0;
+  for (int index = 0; index < cases; ++index) {
+    const Case c = RandomCase(rng);
+    const Geometry g = GeometryOf(c);
+    Tensors reference = RandomInputs(g, rng);
+    CpuReference(g, reference);
+    Tensors fixed[3], atomics[2];
+    for (unsigned run = 0; run < 3; ++run) {
+      Schedule(run);
+      CHECK_CUDA(static_cast<cudaError_t>(GpuRun<float>(g, reference, &fixed[run], true)));
+      if (run < 2) CHECK_CUDA(static_cast<cudaError_t>(GpuRun<float>(g, reference, &atomics[run])));
+    }
+    Schedule(0);
+    const double error = WorstError(fixed[0], reference);
+    worst = std::max(worst, error);
+    const bool identical = BitIdentical(fixed[0], fixed[1]) && BitIdentical(fixed[0], fixed[2]);
+    atomics_differ += !BitIdentical(atomics[0], atomics[1]);
+    if (!identical || error > 1e-4) {
+      ++failures;
+      std::printf("NONDETERMINISTIC OR WRONG B=%d H=%d W=%d C=%d m=%d k=%d s=%d d=%d: "
+                  "identical %d, error %.2e\n",
+                  c.batch, c.height, c.width, c.channels, c.group_size, c.kernel_size, c.strides,
+                  c.dilation, identical, error);
+    }
+  }
+  std::printf("determinism: %d random cases, %d failures; fixed-order backward bit-identical "
+              "over 3 runs, worst scaled error %.2e; the atomics' backward differed between two "
+              "runs in %d cases\n",
+              cases, failures, worst, atomics_differ);
+  return failures;
+}
+
 int main(int argc, char** argv) {
   int cases = 200;
   unsigned seed = 0;
-  bool benchmark = true, support = false;
+  bool benchmark = true, support = false, determinism = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--cases") && i + 1 < argc) cases = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--seed") && i + 1 < argc) seed = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--no-benchmark")) benchmark = false;
     else if (!std::strcmp(argv[i], "--support")) support = true;
+    else if (!std::strcmp(argv[i], "--determinism")) determinism = true;
     else {
-      std::fprintf(stderr, "usage: %s [--cases N] [--seed S] [--no-benchmark] [--support]\n",
+      std::fprintf(stderr,
+                   "usage: %s [--cases N] [--seed S] [--no-benchmark] [--support] "
+                   "[--determinism]\n",
                    argv[0]);
       return 2;
     }
@@ -361,6 +427,7 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaGetDeviceProperties(&properties, 0));
   std::printf("device: %s (sm_%d%d)\n", properties.name, properties.major, properties.minor);
 #endif
+  if (determinism) return CheckDeterminism(cases, seed) ? 1 : 0;
   std::mt19937 rng(seed);
   double worst32 = 0, worst16 = 0, worst_bf16 = 0;
   int failures = 0;

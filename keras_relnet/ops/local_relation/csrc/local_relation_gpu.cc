@@ -7,6 +7,7 @@
 #include "local_relation_ops.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/register_types.h"
+#include "tensorflow/core/util/determinism.h"
 
 namespace keras_relnet {
 namespace {
@@ -63,16 +64,22 @@ class LocalRelationGradGpu : public OpKernel {
     OP_REQUIRES_OK(context, CheckSupported(KernelDevice::kCuda, StorageOf<T>(), g));
     Tensor *d_query = nullptr, *d_key = nullptr, *d_value = nullptr, *d_prior = nullptr;
     OP_REQUIRES_OK(context, AllocateGradOutputs(context, &d_query, &d_key, &d_value, &d_prior));
-    Tensor dot;
-    OP_REQUIRES_OK(context, context->allocate_temp(::tensorflow::DT_FLOAT,
-                                                   context->input(5).shape(), &dot));
+    // Under tf.config.experimental.enable_op_determinism() the backward adds
+    // its sums in a fixed order (bit-identical from run to run).
+    const bool fixed_order = ::tensorflow::OpDeterminismRequired();
+    Tensor workspace;
+    OP_REQUIRES_OK(context, context->allocate_temp(
+                                ::tensorflow::DT_FLOAT,
+                                ::tensorflow::TensorShape(
+                                    {LocalRelationBackwardWorkspace(g, fixed_order)}),
+                                &workspace));
     const int error = LaunchLocalRelationBackward(
         g, StorageOf<T>(), context->input(0).flat<T>().data(), context->input(1).flat<T>().data(),
         context->input(2).flat<T>().data(), context->input(3).flat<float>().data(),
         context->input(4).flat<T>().data(), context->input(5).flat<float>().data(),
         context->input(6).flat<T>().data(), d_query->flat<T>().data(), d_key->flat<T>().data(),
-        d_value->flat<T>().data(), d_prior->flat<float>().data(), dot.flat<float>().data(),
-        StreamOf(context));
+        d_value->flat<T>().data(), d_prior->flat<float>().data(), workspace.flat<float>().data(),
+        fixed_order, StreamOf(context));
     CHECK_LAUNCH(context, error);
   }
 

@@ -18,7 +18,11 @@
 // through shared-memory sums and one global atomic per block and cell) and one
 // pass over input pixels that gathers d_key and d_value from the output pixels
 // whose windows hold it (no scatter). Both recompute the weights as
-// exp(L - lse).
+// exp(L - lse). The atomics make d_prior's rounding depend on the order the
+// blocks run; with `fixed_order` (TensorFlow's op determinism) the first pass
+// runs one warp per block over a fixed run of pixels, each block stores its
+// prior tile as a partial, and a third kernel adds the partials in block
+// order: bit-identical results from run to run.
 //
 // Compiled with -DKERAS_RELNET_CUDA_EMULATION by a host compiler, the same
 // source runs on the CPU under custom_ops/harness/cuda_emulation.h (`make cuda-emulation`,
@@ -157,6 +161,47 @@ __global__ void ForwardKernel(Geometry g, Tile tile, const T* __restrict__ query
   }
 }
 
+// One output pixel of the backward pass on one warp: d_query, dot, and each
+// window cell's d_logit added by the group's leader lane into
+// d_prior_tile[cell * chunk_groups + local group] with `add`.
+template <typename T, int kComposability, typename Add>
+__device__ __forceinline__ void BackwardOutputPixel(
+    const Geometry& g, int64_t pixel, const T* __restrict__ query, const T* __restrict__ key,
+    const T* __restrict__ value, const float* __restrict__ prior, const T* __restrict__ output,
+    const float* __restrict__ lse, const T* __restrict__ d_output, T* __restrict__ d_query,
+    float* __restrict__ dot, float* d_prior_tile, Add&& add) {
+  const int m = g.group_size, chunk_groups = CudaChunkGroups(m);
+  const int lane = threadIdx.x % kWarp;
+  const int channel = blockIdx.y * kWarp + lane;
+  const bool active = channel < g.channels;
+  const int group = active ? channel / m : 0, local_group = lane / m;
+  const bool leader = active && channel % m == 0;
+  const int j = pixel % g.out_width;
+  const int i = (pixel / g.out_width) % g.out_height;
+  const int64_t b = pixel / (static_cast<int64_t>(g.out_width) * g.out_height);
+  const float dy = active ? Load(d_output, pixel * g.channels + channel) : 0.f;
+  const float y_out = active ? Load(output, pixel * g.channels + channel) : 0.f;
+  const float dot_value = GroupSum(dy * y_out, m);
+  if (leader) dot[pixel * g.groups + group] = dot_value;
+  const float q = Load(query, pixel * g.groups + group);
+  const float pixel_lse = active ? lse[pixel * g.groups + group] : 0.f;
+  float d_q = 0.f;
+  ForEachWindowCell(g, i, j, [&](int u, int v, int y, int x) {
+    const int cell = u * g.kernel_size + v;
+    const int64_t at = (b * g.height + y) * g.width + x;
+    const float k = Load(key, at * g.groups + group);
+    const float val = active ? Load(value, at * g.channels + channel) : 0.f;
+    const float d_weight = GroupSum(dy * val, m);
+    const float weight =
+        expf(Logit<kComposability>(g, q, k, __ldg(prior + group * g.num_cells() + cell)) -
+             pixel_lse);
+    const float d_logit = weight * (d_weight - dot_value);
+    d_q += g.scale * d_logit * ComposeQueryPartial<kComposability>(q, k);
+    if (leader) add(&d_prior_tile[cell * chunk_groups + local_group], d_logit);
+  });
+  if (leader) Store(d_query, pixel * g.groups + group, d_q);
+}
+
 template <typename T, int kComposability>
 __global__ void BackwardOutputKernel(Geometry g, const T* __restrict__ query,
                                      const T* __restrict__ key, const T* __restrict__ value,
@@ -170,38 +215,12 @@ __global__ void BackwardOutputKernel(Geometry g, const T* __restrict__ query,
   for (int index = threadIdx.x; index < g.num_cells() * chunk_groups; index += blockDim.x)
     d_prior_tile[index] = 0.f;
   __syncthreads();
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-  const int channel = c0 + lane;
-  const bool active = channel < g.channels;
-  const int group = active ? channel / m : 0, local_group = lane / m;
-  const bool leader = active && channel % m == 0;
   const int64_t pixels = g.batch * g.out_height * g.out_width;
-  const int64_t pixel = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp;
+  const int64_t pixel = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
   if (pixel < pixels) {  // uniform across the warp
-    const int j = pixel % g.out_width;
-    const int i = (pixel / g.out_width) % g.out_height;
-    const int64_t b = pixel / (static_cast<int64_t>(g.out_width) * g.out_height);
-    const float dy = active ? Load(d_output, pixel * g.channels + channel) : 0.f;
-    const float y_out = active ? Load(output, pixel * g.channels + channel) : 0.f;
-    const float dot_value = GroupSum(dy * y_out, m);
-    if (leader) dot[pixel * g.groups + group] = dot_value;
-    const float q = Load(query, pixel * g.groups + group);
-    const float pixel_lse = active ? lse[pixel * g.groups + group] : 0.f;
-    float d_q = 0.f;
-    ForEachWindowCell(g, i, j, [&](int u, int v, int y, int x) {
-      const int cell = u * g.kernel_size + v;
-      const int64_t at = (b * g.height + y) * g.width + x;
-      const float k = Load(key, at * g.groups + group);
-      const float val = active ? Load(value, at * g.channels + channel) : 0.f;
-      const float d_weight = GroupSum(dy * val, m);
-      const float weight =
-          expf(Logit<kComposability>(g, q, k, __ldg(prior + group * g.num_cells() + cell)) -
-               pixel_lse);
-      const float d_logit = weight * (d_weight - dot_value);
-      d_q += g.scale * d_logit * ComposeQueryPartial<kComposability>(q, k);
-      if (leader) atomicAdd(&d_prior_tile[cell * chunk_groups + local_group], d_logit);
-    });
-    if (leader) Store(d_query, pixel * g.groups + group, d_q);
+    BackwardOutputPixel<T, kComposability>(
+        g, pixel, query, key, value, prior, output, lse, d_output, d_query, dot, d_prior_tile,
+        [](float* sum, float x) { atomicAdd(sum, x); });
   }
   __syncthreads();
   for (int index = threadIdx.x; index < g.num_cells() * chunk_groups; index += blockDim.x) {
@@ -209,6 +228,50 @@ __global__ void BackwardOutputKernel(Geometry g, const T* __restrict__ query,
     if (group_index < g.groups && d_prior_tile[index] != 0.f)
       atomicAdd(&d_prior[group_index * g.num_cells() + index / chunk_groups], d_prior_tile[index]);
   }
+}
+
+// The fixed-order variant (under TensorFlow's op determinism): one warp per
+// block walks `pixels_per_block` output pixels in order, so each slot of its
+// prior tile has one writer, and the block stores the tile as its own partial
+// [G, k*k] slice of `partials` (no atomics); SumPriorPartials adds the
+// blocks' partials in block order.
+template <typename T, int kComposability>
+__global__ void BackwardOutputFixedOrderKernel(
+    Geometry g, int64_t pixels_per_block, const T* __restrict__ query, const T* __restrict__ key,
+    const T* __restrict__ value, const float* __restrict__ prior, const T* __restrict__ output,
+    const float* __restrict__ lse, const T* __restrict__ d_output, T* __restrict__ d_query,
+    float* __restrict__ dot, float* __restrict__ partials) {
+  float* d_prior_tile = DynamicShared();  // [k*k, chunk_groups]
+  const int m = g.group_size, chunk_groups = CudaChunkGroups(m);
+  const int c0 = blockIdx.y * kWarp;
+  for (int index = threadIdx.x; index < g.num_cells() * chunk_groups; index += blockDim.x)
+    d_prior_tile[index] = 0.f;
+  __syncthreads();
+  const int64_t pixels = g.batch * g.out_height * g.out_width;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * pixels_per_block;
+  const int64_t last = first + pixels_per_block < pixels ? first + pixels_per_block : pixels;
+  for (int64_t pixel = first; pixel < last; ++pixel) {
+    BackwardOutputPixel<T, kComposability>(
+        g, pixel, query, key, value, prior, output, lse, d_output, d_query, dot, d_prior_tile,
+        [](float* sum, float x) { *sum += x; });
+  }
+  __syncthreads();
+  float* partial = partials + static_cast<int64_t>(blockIdx.x) * g.groups * g.num_cells();
+  for (int index = threadIdx.x; index < g.num_cells() * chunk_groups; index += blockDim.x) {
+    const int group_index = c0 / m + index % chunk_groups;
+    if (group_index < g.groups)
+      partial[group_index * g.num_cells() + index / chunk_groups] = d_prior_tile[index];
+  }
+}
+
+// d_prior[n] = the sum of partials[block][n] over the blocks, in block order.
+__global__ void SumPriorPartials(int64_t blocks, int64_t size, const float* __restrict__ partials,
+                                 float* __restrict__ d_prior) {
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (n >= size) return;
+  float sum = 0.f;
+  for (int64_t block = 0; block < blocks; ++block) sum += partials[block * size + n];
+  d_prior[n] = sum;
 }
 
 template <typename T, int kComposability>
@@ -298,10 +361,13 @@ int Forward(const Geometry& g, const T* query, const T* key, const T* value, con
 template <typename T>
 int Backward(const Geometry& g, const T* query, const T* key, const T* value, const float* prior,
              const T* output, const float* lse, const T* d_output, T* d_query, T* d_key,
-             T* d_value, float* d_prior, float* dot, cudaStream_t stream) {
-  const cudaError_t zeroed =
-      cudaMemsetAsync(d_prior, 0, sizeof(float) * g.groups * g.num_cells(), stream);
-  if (zeroed != cudaSuccess || g.batch == 0) return static_cast<int>(zeroed);
+             T* d_value, float* d_prior, float* workspace, bool fixed_order,
+             cudaStream_t stream) {
+  const int64_t prior_size = static_cast<int64_t>(g.groups) * g.num_cells();
+  if (!fixed_order || g.batch == 0) {
+    const cudaError_t zeroed = cudaMemsetAsync(d_prior, 0, sizeof(float) * prior_size, stream);
+    if (zeroed != cudaSuccess || g.batch == 0) return static_cast<int>(zeroed);
+  }
   const unsigned chunks = (g.channels + kWarp - 1) / kWarp;
   const int64_t out_pixels = g.batch * g.out_height * g.out_width;
   const int64_t in_pixels = g.batch * g.height * g.width;
@@ -310,11 +376,25 @@ int Backward(const Geometry& g, const T* query, const T* key, const T* value, co
   const dim3 in_grid(static_cast<unsigned>((in_pixels + kWarpsPerBlock - 1) / kWarpsPerBlock),
                      chunks);
   const size_t shared = CudaPriorTileBytes(g.kernel_size, g.group_size);
+  float* dot = workspace;
+  float* partials = workspace + out_pixels * g.groups;
+  const FixedOrderPriorBlocks blocks(g);
   WithComposability(g.composability, [&](auto composability) {
     constexpr int kComposability = decltype(composability)::value;
-    KERAS_RELNET_LAUNCH(out_grid, kWarp * kWarpsPerBlock, shared, stream,
-                        BackwardOutputKernel<T, kComposability>)(
-        g, query, key, value, prior, output, lse, d_output, d_query, dot, d_prior);
+    if (fixed_order) {
+      KERAS_RELNET_LAUNCH(dim3(static_cast<unsigned>(blocks.count), chunks), kWarp, shared,
+                          stream, BackwardOutputFixedOrderKernel<T, kComposability>)(
+          g, blocks.pixels_per_block, query, key, value, prior, output, lse, d_output, d_query,
+          dot, partials);
+      constexpr int kThreads = 256;
+      KERAS_RELNET_LAUNCH(static_cast<unsigned>((prior_size + kThreads - 1) / kThreads),
+                          kThreads, 0, stream, SumPriorPartials)(blocks.count, prior_size,
+                                                                 partials, d_prior);
+    } else {
+      KERAS_RELNET_LAUNCH(out_grid, kWarp * kWarpsPerBlock, shared, stream,
+                          BackwardOutputKernel<T, kComposability>)(
+          g, query, key, value, prior, output, lse, d_output, d_query, dot, d_prior);
+    }
     KERAS_RELNET_LAUNCH(in_grid, kWarp * kWarpsPerBlock, 0, stream,
                         BackwardInputKernel<T, kComposability>)(
         g, query, key, value, prior, lse, d_output, dot, d_key, d_value);
@@ -351,7 +431,8 @@ int LaunchLocalRelationBackward(const Geometry& g, StorageType type, const void*
                                 const void* key, const void* value, const float* prior,
                                 const void* output, const float* log_sum_exp,
                                 const void* d_output, void* d_query, void* d_key, void* d_value,
-                                float* d_prior, float* dot, void* stream) {
+                                float* d_prior, float* workspace, bool fixed_order,
+                                void* stream) {
   if (UnsupportedReason(KernelDevice::kCuda, type, g.kernel_size, g.group_size))
     return kLaunchUnsupported;
   return WithStorageType(type, [&](auto element) {
@@ -359,8 +440,8 @@ int LaunchLocalRelationBackward(const Geometry& g, StorageType type, const void*
     return Backward(g, static_cast<const T*>(query), static_cast<const T*>(key),
                     static_cast<const T*>(value), prior, static_cast<const T*>(output),
                     log_sum_exp, static_cast<const T*>(d_output), static_cast<T*>(d_query),
-                    static_cast<T*>(d_key), static_cast<T*>(d_value), d_prior, dot,
-                    static_cast<cudaStream_t>(stream));
+                    static_cast<T*>(d_key), static_cast<T*>(d_value), d_prior, workspace,
+                    fixed_order, static_cast<cudaStream_t>(stream));
   });
 }
 

@@ -1,0 +1,186 @@
+"""The spread of the digits demo over seeds, CPU levels and the reference path.
+
+Runs `examples/train_digits.py` (without its broken-export checks) once per
+seed on every kernel CPU level this machine runs (`KERAS_RELNET_CPU_LEVEL`)
+and with `--implementation reference`, and prints min / median / max of each
+number the demo checks, against the demo's criteria, with the margin of the
+worst run. The demo's criteria (`examples/digits_checks.py`) are chosen from
+this table (docs/benchmarks.md).
+
+Each run appends one JSON line to `--results`, and a rerun skips the runs
+already there, so an interrupted spread resumes.
+
+`--one-epoch` instead trains one epoch of seed 0 per configuration and prints
+how far the weights of each are from the best level's: what the levels and
+the reference path differ by (rounding only, not a different training).
+
+Run: `.venv/bin/python benchmarks/demo_spread.py` (about 90 s a run).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+import digits_checks  # noqa: E402
+
+from keras_relnet.ops.local_relation.builder import supported_levels  # noqa: E402
+
+
+def configurations(reference=True):
+    """`(name, environment, demo arguments)` per configuration, best level first."""
+    levels = [(level, {"KERAS_RELNET_CPU_LEVEL": level}, []) for level in supported_levels()]
+    return levels + ([("reference", {}, ["--implementation", "reference"])] if reference else [])
+
+
+def run_demo(name, environment, arguments, seed, directory, epochs=None):
+    """One demo run in a fresh process; its metrics dict (with "name")."""
+    metrics = pathlib.Path(directory) / f"{name}-{seed}.json"
+    command = [sys.executable, str(ROOT / "examples/train_digits.py"), "--seed", str(seed),
+               "--skip-mutations", "--metrics", str(metrics),
+               "--output-dir", str(pathlib.Path(directory) / f"{name}-{seed}"), *arguments]
+    if epochs is not None:
+        command += ["--epochs", str(epochs)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, **environment, "CI": "1"})
+    if not metrics.exists():
+        raise RuntimeError(f"the demo ({name}, seed {seed}) wrote no metrics:\n"
+                           f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return {"name": name, **json.loads(metrics.read_text())}
+
+
+def run_failures(run):
+    """The demo's failures of a recorded run under the current criteria."""
+    failures = [] if run["accuracy"] >= digits_checks.TARGET_ACCURACY else ["accuracy"]
+    for name, report in run["artefacts"].items():
+        precision = ("int8" if "int8" in name else "float16" if "float16" in name
+                     else "float32")
+        failures += digits_checks.parity_failures(name, precision, report)
+    return failures
+
+
+def spread_rows(runs):
+    """The table's rows: per configuration (and over all runs), each checked
+    number's (min, median, max)."""
+    def numbers(selected):
+        int8 = [run["artefacts"]["lrnet26_digits_int8.tflite"] for run in selected]
+        float32 = [max(run["artefacts"][name]["max_difference"]
+                       for name in ("lrnet26_digits.tflite", "lrnet26_digits.onnx"))
+                   for run in selected]
+        float16 = [run["artefacts"]["lrnet26_digits_float16.tflite"]["max_difference"]
+                   for run in selected]
+        return {
+            "accuracy": [run["accuracy"] for run in selected],
+            "float32 max |d|": float32,
+            "float16 max |d|": float16,
+            "int8 agreement": [report["agreement"] for report in int8],
+            "int8 clear agreement": [report["clear_agreement"] for report in int8],
+            "int8 accuracy drop": [report["keras_accuracy"] - report["accuracy"]
+                                   for report in int8],
+            "int8 mean |d|": [report["mean_difference"] for report in int8],
+            "failed runs": [float(bool(run_failures(run))) for run in selected],
+        }
+
+    names = list(dict.fromkeys(run["name"] for run in runs))
+    groups = [(name, [run for run in runs if run["name"] == name]) for name in names]
+    return [(name, len(selected), numbers(selected))
+            for name, selected in groups + [("all", runs)]]
+
+
+# The criterion each number is held to: (bound, True when the bound is a minimum).
+CRITERIA = {
+    "accuracy": (digits_checks.TARGET_ACCURACY, True),
+    "float32 max |d|": (digits_checks.FLOAT_TOLERANCE["float32"], False),
+    "float16 max |d|": (digits_checks.FLOAT_TOLERANCE["float16"], False),
+    "int8 clear agreement": (digits_checks.INT8_CLEAR_AGREEMENT, True),
+    "int8 accuracy drop": (digits_checks.INT8_ACCURACY_DROP, False),
+    "int8 mean |d|": (digits_checks.INT8_MEAN_DIFFERENCE, False),
+}
+
+
+def print_spread(runs):
+    rows = spread_rows(runs)
+    print(f"\n{'number':22s} " + " ".join(f"{name:>26s}" for name, _, _ in rows)
+          + f" {'criterion':>12s} {'worst / bound':>13s}")
+    print(f"{'runs':22s} " + " ".join(f"{count:>26d}" for _, count, _ in rows))
+    for number in rows[0][2]:
+        cells = []
+        for _, _, values in rows:
+            low, middle, high = np.min(values[number]), np.median(values[number]), np.max(
+                values[number])
+            cells.append(f"{low:8.3g} {middle:8.3g} {high:8.3g}")
+        line = f"{number:22s} " + " ".join(f"{cell:>26s}" for cell in cells)
+        if number in CRITERIA:
+            bound, minimum = CRITERIA[number]
+            worst = min(rows[-1][2][number]) if minimum else max(rows[-1][2][number])
+            line += f" {('>= ' if minimum else '<= ') + format(bound, 'g'):>12s}"
+            line += f" {worst / bound:13.3f}"
+        print(line)
+    print("(each cell: min median max over the runs)")
+
+
+def print_one_epoch(directory):
+    """Trains one epoch of seed 0 per configuration; prints the largest weight
+    difference of each from the first (the best CPU level)."""
+    import keras
+
+    models = {}
+    for name, environment, arguments in configurations():
+        run_demo(name, environment, arguments, 0, directory, epochs=1)
+        models[name] = keras.models.load_model(
+            pathlib.Path(directory) / f"{name}-0" / "lrnet26_digits.keras")
+    names = list(models)
+    print(f"\nafter one epoch of seed 0, against {names[0]}:")
+    first = [keras.ops.convert_to_numpy(w) for w in models[names[0]].weights]
+    for name in names[1:]:
+        other = [keras.ops.convert_to_numpy(w) for w in models[name].weights]
+        absolute = max(float(np.abs(a - b).max()) for a, b in zip(first, other))
+        relative = max(float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30))
+                       for a, b in zip(first, other))
+        print(f"  {name:12s} max |w - w_{names[0]}| {absolute:.1e} "
+              f"(largest per tensor, relative to its largest weight: {relative:.1e})")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10, help="seeds 0 .. N-1")
+    parser.add_argument("--reference-seeds", type=int, default=None,
+                        help="seeds 0 .. N-1 on the reference path (default: --seeds; 0: none)")
+    parser.add_argument("--results", default="build/demo_spread.jsonl")
+    parser.add_argument("--one-epoch", action="store_true")
+    args = parser.parse_args()
+    if args.one_epoch:
+        with tempfile.TemporaryDirectory() as directory:
+            print_one_epoch(directory)
+        return 0
+    results = pathlib.Path(args.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    runs = [json.loads(line) for line in results.read_text().splitlines()] \
+        if results.exists() else []
+    done = {(run["name"], run["seed"]) for run in runs}
+    with tempfile.TemporaryDirectory() as directory:
+        reference_seeds = args.seeds if args.reference_seeds is None else args.reference_seeds
+        for seed in range(args.seeds):
+            for name, environment, arguments in configurations(seed < reference_seeds):
+                if (name, seed) in done:
+                    continue
+                run = run_demo(name, environment, arguments, seed, directory)
+                failures = run["failures"]
+                print(f"{name:12s} seed {seed}: accuracy {run['accuracy']:.4f}, "
+                      f"{'FAILED ' + '; '.join(failures) if failures else 'ok'}", flush=True)
+                with results.open("a") as out:
+                    out.write(json.dumps(run) + "\n")
+                runs.append(run)
+    print_spread([run for run in runs if run["seed"] < args.seeds])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
