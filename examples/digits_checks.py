@@ -10,12 +10,15 @@ they still fail broken exports.
 import numpy as np
 
 TARGET_ACCURACY = 0.95
-# The largest allowed max |exported - Keras| of the softmax outputs.
+# float32 artefacts: max |exported - Keras| over every softmax output.
+FLOAT32_TOLERANCE = 1e-4
 # float16 rounds every weight to an 11-bit mantissa. On the most ambiguous
 # digits (top probability near 0.5, where the softmax is steepest) that alone
-# moves a probability by up to ~1.2e-2: Keras with its own weights rounded to
-# float16 does the same. Hence 2e-2; the median digit moves 2e-5.
-FLOAT_TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
+# moves a probability by up to ~3e-2, and Keras with its own weights rounded to
+# float16 does the same; the median digit moves 2e-5. So the largest
+# difference is bounded on the clear digits (below), and the mean on all.
+FLOAT16_CLEAR_TOLERANCE = 2e-2
+FLOAT16_MEAN_DIFFERENCE = 1e-3
 # int8 changes every activation by up to half a quantization step, so a
 # digit whose float top-1 is close may flip. A digit is "clear" when the float
 # model's top probability exceeds the runner-up by CLEAR_MARGIN; on those the
@@ -38,8 +41,9 @@ def parity_report(got, want, labels):
 
     Returns:
         A dict of floats: `max_difference` and `mean_difference` (of
-        `|got - want|`), `agreement` (top-1 equal to Keras'), `clear_agreement`
-        (the same over the digits whose Keras top-1 leads by `CLEAR_MARGIN`),
+        `|got - want|`), `clear_max_difference` (over the clear digits: those
+        whose Keras top-1 leads by `CLEAR_MARGIN`), `agreement` (top-1 equal
+        to Keras'), `clear_agreement` (the same over the clear digits),
         `clear_fraction` (the share of such digits), `accuracy` (of `got`) and
         `keras_accuracy` (of `want`).
 
@@ -57,6 +61,7 @@ def parity_report(got, want, labels):
     return {
         "max_difference": float(difference.max()),
         "mean_difference": float(difference.mean()),
+        "clear_max_difference": float(difference[clear].max()) if clear.any() else 0.0,
         "agreement": float(same.mean()),
         "clear_agreement": float(same[clear].mean()) if clear.any() else 0.0,
         "clear_fraction": float(clear.mean()),
@@ -77,12 +82,20 @@ def parity_failures(name, precision, report):
     >>> parity_failures("m.tflite", "float32", {"max_difference": 3e-4})
     ['m.tflite differs from Keras by 3.0e-04 > 0.0001']
     """
-    if precision in FLOAT_TOLERANCE:
-        tolerance = FLOAT_TOLERANCE[precision]
-        if report["max_difference"] > tolerance:
-            return [f"{name} differs from Keras by {report['max_difference']:.1e} > {tolerance}"]
+    if precision == "float32":
+        if report["max_difference"] > FLOAT32_TOLERANCE:
+            return [f"{name} differs from Keras by {report['max_difference']:.1e} > "
+                    f"{FLOAT32_TOLERANCE}"]
         return []
     failures = []
+    if precision == "float16":
+        if report["clear_max_difference"] > FLOAT16_CLEAR_TOLERANCE:
+            failures.append(f"{name} differs from Keras by {report['clear_max_difference']:.1e} "
+                            f"> {FLOAT16_CLEAR_TOLERANCE} on the clear digits")
+        if report["mean_difference"] > FLOAT16_MEAN_DIFFERENCE:
+            failures.append(f"{name} mean |float16 - Keras| {report['mean_difference']:.1e} > "
+                            f"{FLOAT16_MEAN_DIFFERENCE}")
+        return failures
     if report["clear_agreement"] < INT8_CLEAR_AGREEMENT:
         failures.append(f"{name} top-1 agreement on the clear digits "
                         f"{report['clear_agreement']:.4f} < {INT8_CLEAR_AGREEMENT}")

@@ -8,9 +8,10 @@ machine), must reach >= 95% validation accuracy, is saved as `.keras`,
 reloaded and re-evaluated, and the reloaded model must give the same
 accuracy. It is then exported to TFLite (float32, float16, full int8) and
 ONNX; each artefact runs on the validation digits and is held to the criteria
-of `digits_checks.py`: float32 within 1e-4 of Keras, float16 within 2e-2, and
-int8 agreeing with Keras' top-1 on >= 99% of the clear digits, within 3 points
-of its accuracy and within 1e-2 on average. Last, three broken exports
+of `digits_checks.py`: float32 within 1e-4 of Keras; float16 within 2e-2 on the
+clear digits (Keras' top-1 ahead by 0.5) and 1e-3 on average; int8 agreeing
+with Keras' top-1 on >= 99% of the clear digits, within 3 points of its
+accuracy and within 1e-2 on average. Last, three broken exports
 (`digits_mutations.py`) must each fail those checks.
 
 Run: `make demo` (or `.venv/bin/python examples/train_digits.py`).
@@ -89,14 +90,16 @@ def weights_digest(model):
 
 
 def check_artefact(path, precision, want, x_val, y_val):
-    """Runs one artefact on the validation digits: `(report, failures)`."""
+    """Runs one artefact on the validation digits: `(report, failures)`; the
+    report holds its outputs too, as "outputs"."""
     path = pathlib.Path(path)
-    report = digits_checks.parity_report(run_exported(path, x_val), want, y_val)
+    got = run_exported(path, x_val)
+    report = digits_checks.parity_report(got, want, y_val)
     failures = digits_checks.parity_failures(path.name, precision, report)
     if path.suffix == ".tflite" and tflite_custom_operators(path):
         failures.append(f"{path.name} needs non-builtin operators "
                         f"{tflite_custom_operators(path)}")
-    return report, failures
+    return {**report, "outputs": got}, failures
 
 
 def check_exports(model, directory, x_train, x_val, y_val):
@@ -112,7 +115,12 @@ def check_exports(model, directory, x_train, x_val, y_val):
         report, failed = check_artefact(path, precision, want, x_val, y_val)
         reports[name], failures = report, failures + failed
         size = os.path.getsize(path) / 1e6
-        if precision == "int8":
+        if precision == "float16":
+            print(f"{name:32s} {size:6.2f}  max |exported - Keras| "
+                  f"{report['clear_max_difference']:.1e} on the "
+                  f"{report['clear_fraction']:.0%} clear digits "
+                  f"({report['max_difference']:.1e} on all), mean {report['mean_difference']:.1e}")
+        elif precision == "int8":
             print(f"{name:32s} {size:6.2f}  top-1 agreement {report['agreement']:.4f} "
                   f"({report['clear_agreement']:.4f} on the {report['clear_fraction']:.0%} "
                   f"clear digits), accuracy {report['accuracy']:.4f}, "
@@ -120,7 +128,7 @@ def check_exports(model, directory, x_train, x_val, y_val):
         else:
             print(f"{name:32s} {size:6.2f}  max |exported - Keras| "
                   f"{report['max_difference']:.1e}")
-    return reports, failures
+    return want, reports, failures
 
 
 def check_mutations(model, directory, x_train, x_val, y_val):
@@ -193,19 +201,20 @@ def main():
           f"weights {digest}")
     print(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB); reloaded accuracy "
           f"{restored_accuracy:.4f}")
-    reports, failures = check_exports(model, directory, x_train, x_val, y_val)
+    want, reports, failures = check_exports(model, directory, x_train, x_val, y_val)
     if accuracy < digits_checks.TARGET_ACCURACY:
         failures.append(f"validation accuracy {accuracy:.4f} < {digits_checks.TARGET_ACCURACY}")
     if abs(restored_accuracy - accuracy) > 1e-6:
         failures.append(f"reloaded accuracy {restored_accuracy:.4f} != {accuracy:.4f}")
     if not args.skip_mutations:
         failures += check_mutations(model, directory, x_train, x_val, y_val)
-    if args.metrics:
+    if args.metrics:  # with every output, so criteria can be chosen again from them
+        outputs = {name: report.pop("outputs").tolist() for name, report in reports.items()}
         pathlib.Path(args.metrics).write_text(json.dumps({
-            "seed": args.seed, "implementation": args.implementation,
-            "kernel": kernel,
+            "seed": args.seed, "implementation": args.implementation, "kernel": kernel,
             "accuracy": accuracy, "train_seconds": train_seconds, "weights": digest,
-            "artefacts": reports, "failures": failures}, indent=1))
+            "artefacts": reports, "failures": failures, "labels": y_val.tolist(),
+            "keras_outputs": want.tolist(), "artefact_outputs": outputs}))
     if failures:
         print("DEMO FAILED: " + "; ".join(failures))
         return 1

@@ -161,6 +161,31 @@ __global__ void ForwardKernel(Geometry g, Tile tile, const T* __restrict__ query
   }
 }
 
+// The block's prior-gradient tile in shared memory, [k*k, chunk_groups], zeroed.
+__device__ __forceinline__ float* ZeroedPriorTile(const Geometry& g) {
+  float* tile = DynamicShared();
+  for (int index = threadIdx.x; index < g.num_cells() * CudaChunkGroups(g.group_size);
+       index += blockDim.x)
+    tile[index] = 0.f;
+  __syncthreads();
+  return tile;
+}
+
+// After every warp has added into the tile: store(n, sum) for each of its
+// sums, n = group * k*k + cell indexing d_prior [G, k, k].
+template <typename Store>
+__device__ __forceinline__ void ForEachPriorTileSum(const Geometry& g, const float* tile,
+                                                    Store&& store) {
+  const int chunk_groups = CudaChunkGroups(g.group_size);
+  const int first_group = blockIdx.y * kWarp / g.group_size;
+  __syncthreads();
+  for (int index = threadIdx.x; index < g.num_cells() * chunk_groups; index += blockDim.x) {
+    const int group = first_group + index % chunk_groups;
+    if (group < g.groups) store(static_cast<int64_t>(group) * g.num_cells() + index / chunk_groups,
+                                tile[index]);
+  }
+}
+
 // One output pixel of the backward pass on one warp: d_query, dot, and each
 // window cell's d_logit added by the group's leader lane into
 // d_prior_tile[cell * chunk_groups + local group] with `add`.
@@ -209,12 +234,7 @@ __global__ void BackwardOutputKernel(Geometry g, const T* __restrict__ query,
                                      const float* __restrict__ lse, const T* __restrict__ d_output,
                                      T* __restrict__ d_query, float* __restrict__ dot,
                                      float* __restrict__ d_prior) {
-  float* d_prior_tile = DynamicShared();  // [k*k, chunk_groups]
-  const int m = g.group_size, chunk_groups = CudaChunkGroups(m);
-  const int c0 = blockIdx.y * kWarp;
-  for (int index = threadIdx.x; index < g.num_cells() * chunk_groups; index += blockDim.x)
-    d_prior_tile[index] = 0.f;
-  __syncthreads();
+  float* d_prior_tile = ZeroedPriorTile(g);
   const int64_t pixels = g.batch * g.out_height * g.out_width;
   const int64_t pixel = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
   if (pixel < pixels) {  // uniform across the warp
@@ -222,12 +242,9 @@ __global__ void BackwardOutputKernel(Geometry g, const T* __restrict__ query,
         g, pixel, query, key, value, prior, output, lse, d_output, d_query, dot, d_prior_tile,
         [](float* sum, float x) { atomicAdd(sum, x); });
   }
-  __syncthreads();
-  for (int index = threadIdx.x; index < g.num_cells() * chunk_groups; index += blockDim.x) {
-    const int group_index = c0 / m + index % chunk_groups;
-    if (group_index < g.groups && d_prior_tile[index] != 0.f)
-      atomicAdd(&d_prior[group_index * g.num_cells() + index / chunk_groups], d_prior_tile[index]);
-  }
+  ForEachPriorTileSum(g, d_prior_tile, [&](int64_t n, float sum) {
+    if (sum != 0.f) atomicAdd(&d_prior[n], sum);
+  });
 }
 
 // The fixed-order variant (under TensorFlow's op determinism): one warp per
@@ -241,12 +258,7 @@ __global__ void BackwardOutputFixedOrderKernel(
     const T* __restrict__ value, const float* __restrict__ prior, const T* __restrict__ output,
     const float* __restrict__ lse, const T* __restrict__ d_output, T* __restrict__ d_query,
     float* __restrict__ dot, float* __restrict__ partials) {
-  float* d_prior_tile = DynamicShared();  // [k*k, chunk_groups]
-  const int m = g.group_size, chunk_groups = CudaChunkGroups(m);
-  const int c0 = blockIdx.y * kWarp;
-  for (int index = threadIdx.x; index < g.num_cells() * chunk_groups; index += blockDim.x)
-    d_prior_tile[index] = 0.f;
-  __syncthreads();
+  float* d_prior_tile = ZeroedPriorTile(g);
   const int64_t pixels = g.batch * g.out_height * g.out_width;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * pixels_per_block;
   const int64_t last = first + pixels_per_block < pixels ? first + pixels_per_block : pixels;
@@ -255,13 +267,8 @@ __global__ void BackwardOutputFixedOrderKernel(
         g, pixel, query, key, value, prior, output, lse, d_output, d_query, dot, d_prior_tile,
         [](float* sum, float x) { *sum += x; });
   }
-  __syncthreads();
   float* partial = partials + static_cast<int64_t>(blockIdx.x) * g.groups * g.num_cells();
-  for (int index = threadIdx.x; index < g.num_cells() * chunk_groups; index += blockDim.x) {
-    const int group_index = c0 / m + index % chunk_groups;
-    if (group_index < g.groups)
-      partial[group_index * g.num_cells() + index / chunk_groups] = d_prior_tile[index];
-  }
+  ForEachPriorTileSum(g, d_prior_tile, [&](int64_t n, float sum) { partial[n] = sum; });
 }
 
 // d_prior[n] = the sum of partials[block][n] over the blocks, in block order.
