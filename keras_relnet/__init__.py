@@ -17,4 +17,10 @@ if _keras.backend.backend() != "tensorflow":
 
 from keras_relnet import applications, layers, ops, utils  # noqa: E402
 
+# Registered with Keras on import, so `keras.models.load_model` finds them
+# after `import keras_relnet`: the training recipe's optimizer and the
+# similarity network's loss.
+import keras_relnet.tracking.similarity_network  # noqa: E402, F401
+import keras_relnet.training.sgd  # noqa: E402, F401
+
 __version__ = "0.1.0"

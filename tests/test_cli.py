@@ -61,7 +61,7 @@ def test_existing_output_is_kept_without_overwrite(tmp_path, capsys):
     output.write_text("keep me")
     with pytest.raises(SystemExit):
         main(["export", "--model", "lrnet26", *SMALL, "--output", str(output)])
-    assert "--overwrite on the command line" in capsys.readouterr().err
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert output.read_text() == "keep me"
     inputs = keras.Input((8, 8, 3))
     keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs)).save(tmp_path / "small.keras")
@@ -99,3 +99,61 @@ def test_weights_of_another_width_are_one_clear_error(tmp_path, capsys):
     assert "do not fit this model" in error and "width_multiplier" in error
     assert "could not be loaded" not in error
     assert not (tmp_path / "model.tflite").exists()
+
+
+def small_keras_file(tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    path = tmp_path / "small.keras"
+    keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs)).save(path)
+    return path
+
+
+def test_int8_export_refuses_non_finite_representative_data_and_leaves_nothing(tmp_path, capsys):
+    # One NaN once crashed the converter (exit 139) and left a hidden file.
+    samples = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype("float32")
+    samples[2, 1, 3, 0] = np.nan
+    np.save(tmp_path / "samples.npy", samples)
+    model_file = small_keras_file(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--model", str(model_file), "--quantization", "int8",
+              "--representative-data", str(tmp_path / "samples.npy"),
+              "--output", str(tmp_path / "model.tflite")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "`representative_data` for input 'input_layer" in error  # Keras numbers the name
+    assert "must be finite; received 1 NaN or infinite values, the first at index [2, 1, 3, 0]" \
+        in error
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["samples.npy", "small.keras"]
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "missing.npy: no such file"),
+    ("1 2 3\n", "is not a NumPy .npy array file"),
+])
+def test_representative_data_that_is_no_array_file_is_one_clear_error(
+        content, message, tmp_path, capsys):
+    data = tmp_path / "missing.npy"
+    if content is not None:
+        data = tmp_path / "samples.txt"
+        data.write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--model", str(small_keras_file(tmp_path)), "--quantization", "int8",
+              "--representative-data", str(data), "--output", str(tmp_path / "m.tflite")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"--representative-data {data}" in error and message in error
+
+
+def test_an_existing_output_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    from keras_relnet.export import command
+
+    def never(*arguments, **options):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(command, "load_model", never)
+    output = tmp_path / "model.onnx"
+    output.write_text("keep me")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--model", "lrnet101", "--output", str(output)])
+    assert exit_info.value.code == 2
+    assert f"--output {output} already exists" in capsys.readouterr().err

@@ -145,3 +145,28 @@ def test_any_class_folder_root_and_clear_errors(imagenet_tree, tmp_path, capsys)
               "--model-dir", str(tmp_path / "run")])
     assert exit_info.value.code == 2
     assert "keras-relnet prepare-imagenet --source" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--train-shards", "0"], "`train_shards` must be a positive integer; received 0"),
+    (["--workers", "0"], "`workers` must be a positive integer; received 0"),
+    (["--validation-shards", "-1"], "`validation_shards` must be a positive integer"),
+])
+def test_prepare_imagenet_refuses_counts_below_one(options, message, tmp_path, capsys):
+    (tmp_path / "source" / "cat").mkdir(parents=True)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare-imagenet", "--source", str(tmp_path / "source"),
+              "--output", str(tmp_path / "shards"), *options])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "shards").exists()
+
+
+def test_prepare_imagenet_output_that_is_a_file_is_one_clear_error(tmp_path, capsys):
+    (tmp_path / "source" / "cat").mkdir(parents=True)
+    (tmp_path / "existing_file").write_text("keep me")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare-imagenet", "--source", str(tmp_path / "source"),
+              "--output", str(tmp_path / "existing_file")])
+    assert exit_info.value.code == 2
+    assert f"`output` {tmp_path / 'existing_file'} is a file" in capsys.readouterr().err
+    assert (tmp_path / "existing_file").read_text() == "keep me"

@@ -356,3 +356,82 @@ def test_the_match_threshold_is_chosen_by_validation_idf1():
     sequences = [generate_sequence(9, frames=30, objects=4)]
     best, scores = choose_match_threshold(lambda t: IoUTracker(t), sequences, (0.3, 0.999))
     assert best == 0.3 and scores[0.3] > scores[0.999] + 0.2
+
+
+def _tud_campus_lines():
+    import pathlib
+
+    import motmetrics
+
+    return (pathlib.Path(motmetrics.__file__).parent / "data" / "TUD-Campus" / "gt.txt"
+            ).read_text().splitlines()
+
+
+@pytest.mark.parametrize("repeated", ["hypotheses", "ground-truth"])
+def test_track_eval_refuses_a_repeated_frame_and_id_naming_the_file(tmp_path, repeated, capsys):
+    # A repeated (frame, id) row once gave IDF1 109.1% (hypotheses) or 1.27.
+    from keras_relnet.cli import main
+
+    lines = _tud_campus_lines()
+    clean, doubled = tmp_path / "clean.txt", tmp_path / "doubled.txt"
+    clean.write_text("\n".join(lines) + "\n")
+    doubled.write_text("\n".join(lines + lines[:1]) + "\n")
+    files = {"ground-truth": clean, "hypotheses": clean, repeated: doubled}
+    frame, identity = (int(float(value)) for value in lines[0].split(",")[:2])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["track-eval", "--ground-truth", str(files["ground-truth"]),
+              "--hypotheses", str(files["hypotheses"])])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert f"{doubled} has 2 rows with id {identity} in frame {frame}" in error
+
+
+def test_evaluate_refuses_two_hypotheses_with_one_id_in_a_frame():
+    truth = MotTable.from_rows([1, 1], [1, 2], [[0, 0, 10, 10], [50, 0, 10, 10]])
+    one_id = MotTable.from_rows([1, 1], [7, 7], [[0, 0, 10, 10], [50, 0, 10, 10]])
+    with pytest.raises(ValueError, match=r"the hypotheses of sequence 'cam' has 2 rows with "
+                                         r"id 7 in frame 1"):
+        evaluate([(truth, one_id)], names=["cam"])
+    with pytest.raises(ValueError, match=r"the ground truth of sequence '0' has 2 rows"):
+        evaluate([(one_id, truth)])
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(names=["a", "b"]), r"`names` must name each of the 1 sequences"),
+    (dict(iou_threshold=2.0), r"`iou_threshold` must be in \(0, 1\]; received 2.0"),
+    (dict(iou_threshold=float("nan")), r"`iou_threshold` must be in \(0, 1\]; received nan"),
+    (dict(iou_threshold=-1.0), r"`iou_threshold` must be in \(0, 1\]"),
+])
+def test_evaluate_bad_arguments_raise_value_error(arguments, message):
+    truth = MotTable.from_rows([1], [1], [[0, 0, 10, 10]])
+    with pytest.raises(ValueError, match=message):
+        evaluate([(truth, truth)], **arguments)
+
+
+def test_evaluate_refuses_an_empty_ground_truth():
+    empty = MotTable.from_rows([], [], np.zeros((0, 4)))
+    with pytest.raises(ValueError, match=r"sequence '0' has no objects; MOTA and IDF1"):
+        evaluate([(empty, MotTable.from_rows([1], [1], [[0, 0, 10, 10]]))])
+
+
+def test_mot_table_replace_and_the_named_tuple_methods():
+    table = MotTable.from_rows([1, 2], [3, 4], [[0, 0, 1, 1], [1, 1, 2, 2]], [0.5, 1.0])
+    renamed = table._replace(ids=np.array([8, 9]))
+    assert isinstance(renamed, MotTable) and len(renamed) == 2
+    assert renamed.ids.tolist() == [8, 9] and renamed.frames.tolist() == [1, 2]
+    assert list(table._asdict()) == ["frames", "ids", "boxes", "scores"]
+    with pytest.raises(TypeError, match="MotTable takes 4 columns"):
+        MotTable._make([table.frames, table.ids])
+
+
+def test_track_eval_output_in_a_missing_folder_is_refused_before_evaluating(tmp_path, capsys):
+    from keras_relnet.cli import main
+
+    truth = tmp_path / "gt.txt"
+    truth.write_text("\n".join(_tud_campus_lines()) + "\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["track-eval", "--ground-truth", str(truth), "--hypotheses", str(truth),
+              "--output", str(tmp_path / "no" / "such" / "m.csv")])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and captured.out == ""  # no table printed first
+    assert f"the folder {tmp_path / 'no' / 'such'} does not exist" in captured.err

@@ -295,3 +295,21 @@ def test_input_is_float32_images_for_the_distributed_dataset(shard_dir):
         lambda context: data.train(16, input_context=context))))
     images = strategy.experimental_local_results(batch[0])
     assert [image.dtype for image in images] == [tf.float32, tf.float32]
+
+
+def test_a_saved_run_loads_after_import_keras_relnet_alone(tmp_path):
+    # `keras.models.load_model("runs/x/best.keras")` once failed with "Could
+    # not locate class 'L2SGD'" unless keras_relnet.training was imported.
+    from keras_relnet.tracking import masked_binary_crossentropy
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(Recipe(epochs=3, warmup_epochs=1).optimizer(10), masked_binary_crossentropy)
+    model.fit(np.ones((4, 3)), np.zeros((4, 2)), verbose=0)
+    model.save(tmp_path / "best.keras")
+    script = ("import keras, keras_relnet\n"
+              f"model = keras.models.load_model({str(tmp_path / 'best.keras')!r})\n"
+              "print(type(model.optimizer).__name__, model.loss.__name__)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["L2SGD", "masked_binary_crossentropy"]

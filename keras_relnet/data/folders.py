@@ -34,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from keras_relnet.data.shards import image_example
+from keras_relnet.ops import checks
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _SHARD_SEED = 0
@@ -73,11 +74,19 @@ def prepare_imagenet(source, output, train_shards=1024, validation_shards=128,
 
     Raises:
         ValueError: for a source in neither layout, a flat validation folder
-            without ground truth, or labels that do not match the classes.
+            without ground truth, labels that do not match the classes, an
+            `output` that is a file, or shard and worker counts below 1.
     """
     source, output = pathlib.Path(source), pathlib.Path(output)
+    checks.check_positive_int("train_shards", train_shards)
+    checks.check_positive_int("validation_shards", validation_shards)
+    if workers is not None:
+        checks.check_positive_int("workers", workers)
     if not source.is_dir():
         raise ValueError(f"`source` {source} is not a directory.")
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"`output` {output} is a file; it must be a directory for the "
+                         "shards (new or existing).")
     train_dir = source / "train"
     if not train_dir.is_dir():
         classes = class_folders(source)

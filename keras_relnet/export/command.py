@@ -41,11 +41,14 @@ def run(args):
     Returns:
         The process exit code (0).
     """
-    model = load_model(args.model, args.weights, args.classes, args.input_size,
-                       width_multiplier=args.width_multiplier)
+    if pathlib.Path(args.output).exists() and not args.overwrite:  # before a slow load
+        raise ValueError(f"--output {args.output} already exists; pass --overwrite to "
+                         "replace it.")
     samples = None
     if args.representative_data:
-        samples = np.load(args.representative_data)
+        samples = load_array("--representative-data", args.representative_data)
+    model = load_model(args.model, args.weights, args.classes, args.input_size,
+                       width_multiplier=args.width_multiplier)
     check = samples[:4] if samples is not None else _random_inputs(model)
     path = export(model, args.output, format=args.format, quantization=args.quantization,
                   representative_data=samples, overwrite=args.overwrite)
@@ -58,6 +61,24 @@ def run(args):
     print(f"wrote {path} ({artefact_size(path) / 1e6:.2f} MB); max |exported - Keras| on "
           f"{len(check)} inputs: {difference:.2e}")
     return 0
+
+
+def load_array(option, path):
+    """The NumPy array in the `.npy` file `path`, or a ValueError naming `option`.
+
+    Example:
+    >>> load_array("--representative-data", "/no/such.npy")
+    Traceback (most recent call last):
+    ...
+    ValueError: --representative-data /no/such.npy: no such file.
+    """
+    if not pathlib.Path(path).is_file():
+        raise ValueError(f"{option} {path}: no such file.")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:  # not an .npy file (text, pickle, truncated)
+        raise ValueError(f"{option} {path} is not a NumPy .npy array file "
+                         f"(write one with numpy.save): {error}") from None
 
 
 def _remove(path):

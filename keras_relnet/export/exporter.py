@@ -237,6 +237,14 @@ def _calibration_samples(model, representative_data):
     arrays = representative_data if isinstance(representative_data, (list, tuple)) else [
         representative_data]
     arrays = [np.asarray(array) for array in arrays]
+    for array, name in zip(arrays, names):
+        # The converter crashes the process on a NaN (a segmentation fault,
+        # leaving its files), so the data is checked before it runs.
+        if np.issubdtype(array.dtype, np.number) and not np.isfinite(array).all():
+            bad = np.argwhere(~np.isfinite(array))[0].tolist()
+            raise ValueError(f"`representative_data` for input {name!r} must be finite; "
+                             f"received {int(np.sum(~np.isfinite(array)))} NaN or infinite "
+                             f"values, the first at index {bad}.")
     if len(arrays) != len(model.inputs):
         raise ValueError(f"`representative_data` must hold one array per model input "
                          f"({len(model.inputs)}); received {len(arrays)}.")

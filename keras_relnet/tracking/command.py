@@ -73,11 +73,19 @@ def sequence_name(path):
 def run(args):
     """Evaluates and prints the table; returns the exit code."""
     from keras_relnet.tracking.evaluation import evaluate
-    from keras_relnet.tracking.mot_format import read_mot
+    from keras_relnet.tracking.mot_format import check_unique_ids, read_mot
 
     names, truths, guesses = sequence_files(args)
-    metrics = evaluate([(read_mot(truth), read_mot(guess)) for truth, guess in
-                        zip(truths, guesses)], names, args.iou_threshold)
+    if args.output and not pathlib.Path(args.output).resolve().parent.is_dir():
+        raise ValueError(f"--output {args.output}: the folder "
+                         f"{pathlib.Path(args.output).parent} does not exist.")
+    pairs = []
+    for truth, guess in zip(truths, guesses):
+        tables = read_mot(truth), read_mot(guess)
+        for path, table in zip((truth, guess), tables):
+            check_unique_ids(table, path)  # names the file, which evaluate cannot
+        pairs.append(tables)
+    metrics = evaluate(pairs, names, args.iou_threshold)
     print(format_metrics(metrics))
     if args.output:
         metrics.to_csv(args.output)

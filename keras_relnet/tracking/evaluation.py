@@ -8,7 +8,7 @@ removed, so the distances come from `assignment.box_iou` here and go to
 import numpy as np
 
 from keras_relnet.tracking.assignment import box_iou
-from keras_relnet.tracking.mot_format import xywh_to_xyxy
+from keras_relnet.tracking.mot_format import check_unique_ids, xywh_to_xyxy
 
 METRICS = ("mota", "idf1", "num_switches", "motp", "precision", "recall",
            "num_false_positives", "num_misses", "mostly_tracked", "num_unique_objects")
@@ -54,6 +54,12 @@ def evaluate(pairs, names=None, iou_threshold=0.5):
         the columns `METRICS` (MOTA, IDF1, MOTP, precision and recall as
         fractions; MOTP is the mean `1 - IoU` of the matches).
 
+    Raises:
+        ValueError: a ground truth or hypotheses table with two rows of one
+            id in one frame (naming the sequence, frame and id), a ground
+            truth without objects, a count of `names` other than of
+            `pairs`, or an `iou_threshold` outside (0, 1].
+
     Example:
     >>> from keras_relnet.tracking.mot_format import MotTable
     >>> truth = MotTable.from_rows([1, 2], [1, 1], [[0, 0, 10, 10], [1, 0, 10, 10]])
@@ -62,7 +68,19 @@ def evaluate(pairs, names=None, iou_threshold=0.5):
     """
     import motmetrics
 
+    pairs = list(pairs)
     names = list(names) if names is not None else [str(index) for index in range(len(pairs))]
+    if len(names) != len(pairs):
+        raise ValueError(f"`names` must name each of the {len(pairs)} sequences of `pairs`; "
+                         f"received {len(names)} names.")
+    if not 0 < iou_threshold <= 1:  # also refuses NaN
+        raise ValueError(f"`iou_threshold` must be in (0, 1]; received {iou_threshold}.")
+    for name, (truth, guess) in zip(names, pairs):
+        check_unique_ids(truth, f"the ground truth of sequence {name!r}")
+        check_unique_ids(guess, f"the hypotheses of sequence {name!r}")
+        if len(truth) == 0:
+            raise ValueError(f"the ground truth of sequence {name!r} has no objects; MOTA and "
+                             "IDF1 are undefined without any.")
     accumulators = [accumulate(truth, guess, iou_threshold) for truth, guess in pairs]
     return motmetrics.metrics.create().compute_many(
         accumulators, metrics=list(METRICS), names=names, generate_overall=True)

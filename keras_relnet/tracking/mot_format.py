@@ -2,23 +2,27 @@
 `frame, id, left, top, width, height, confidence, x, y, z` (1-based frames;
 id -1 for detections; the world coordinates -1 when unknown)."""
 
+import collections
 import pathlib
-from typing import NamedTuple
 
 import numpy as np
 
 
-class MotTable(NamedTuple):
+class MotTable(collections.namedtuple("MotTable", ["frames", "ids", "boxes", "scores"])):
     """Objects of a sequence, one row each, sorted by frame.
 
     `frames [K]` int (1-based), `ids [K]` int (-1: unknown), `boxes [K, 4]`
     float `(left, top, width, height)` in pixels, `scores [K]` float.
+    `len(table)` is the number of rows; `_replace` and the other named-tuple
+    methods work on the four columns.
+
+    Example:
+    >>> table = MotTable.from_rows([1, 1], [1, 2], [[0, 0, 1, 1], [2, 2, 1, 1]])
+    >>> len(table), table._replace(ids=np.array([5, 6])).ids.tolist()
+    (2, [5, 6])
     """
 
-    frames: np.ndarray
-    ids: np.ndarray
-    boxes: np.ndarray
-    scores: np.ndarray
+    __slots__ = ()
 
     @classmethod
     def from_rows(cls, frames, ids, boxes, scores=None):
@@ -51,6 +55,45 @@ class MotTable(NamedTuple):
 
     def __len__(self):
         return len(self.frames)
+
+    @classmethod
+    def _make(cls, iterable):
+        # NamedTuple's own _make (which _replace calls) checks len(), which
+        # here counts rows, not the four columns.
+        columns = tuple(iterable)
+        if tuple.__len__(columns) != len(cls._fields):
+            raise TypeError(f"MotTable takes {len(cls._fields)} columns {cls._fields}; "
+                            f"received {tuple.__len__(columns)}.")
+        return tuple.__new__(cls, columns)
+
+
+def check_unique_ids(table, source):
+    """Refuses a table with two rows of one id in one frame.
+
+    A tracker's output or a ground truth with such rows gives metrics that
+    mean nothing (an IDF1 above 100%), so they are an error.
+
+    Args:
+        table: a `MotTable` (sorted by frame and id, as `from_rows` makes it).
+        source: what the table is, for the message (a file, "the hypotheses
+            of sequence 'a'").
+
+    Raises:
+        ValueError: naming `source`, the frame and the id.
+
+    Example:
+    >>> check_unique_ids(MotTable.from_rows([1, 1], [2, 2], [[0, 0, 1, 1]] * 2), "gt.txt")
+    Traceback (most recent call last):
+    ...
+    ValueError: gt.txt has 2 rows with id 2 in frame 1; each (frame, id) must appear once.
+    """
+    same = (table.frames[1:] == table.frames[:-1]) & (table.ids[1:] == table.ids[:-1])
+    if same.any():
+        row = int(np.flatnonzero(same)[0])
+        frame, identity = table.frames[row], table.ids[row]
+        count = int(np.sum((table.frames == frame) & (table.ids == identity)))
+        raise ValueError(f"{source} has {count} rows with id {identity} in frame {frame}; "
+                         "each (frame, id) must appear once.")
 
 
 def read_mot(path):
