@@ -2,6 +2,7 @@
 the sampler and the evaluation."""
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -197,6 +198,13 @@ def test_relation_tracker_bad_arguments_raise_value_error():
         tracker.update([[0, 0, 10, 20]])
     with pytest.raises(ValueError, match=r"`detections` must be \[N, 4\]"):
         tracker.update(np.ones((2, 3)), features=np.ones((2, 8)))
+    # Once an AttributeError, and a complaint about a max_age never passed.
+    with pytest.raises(ValueError, match="`model` must be a similarity network .* received "
+                                         "NoneType"):
+        RelationTracker(None)
+    with pytest.raises(ValueError, match="`model` must have a history of at least 2 frames.* "
+                                         "this one has 1"):
+        RelationTracker(small_network(history=1))
 
 
 def test_relation_tracker_computes_features_from_the_image():
@@ -435,3 +443,64 @@ def test_track_eval_output_in_a_missing_folder_is_refused_before_evaluating(tmp_
     captured = capsys.readouterr()
     assert exit_info.value.code == 2 and captured.out == ""  # no table printed first
     assert f"the folder {tmp_path / 'no' / 'such'} does not exist" in captured.err
+
+
+@pytest.mark.parametrize("line, message", [
+    ("0,1,10,20,30,40,1", "the frame must be a whole number >= 1 (frames count from 1), not 0"),
+    ("1.5,1,10,20,30,40,1", "the frame must be a whole number >= 1"),
+    ("1,1.7,10,20,30,40,1", "the id must be a whole number (-1: unknown), not 1.7"),
+    ("1,1,nan,20,30,40,1", "the box and score must be finite numbers"),
+    ("1,1,10,20,inf,40,1", "the box and score must be finite numbers"),
+    ("1,1,10,20,30,40,nan", "the box and score must be finite numbers"),
+    ("1,1,10,20,-30,40,1", "the width and height must be >= 0, not -30 and 40"),
+])
+def test_read_mot_refuses_rows_that_are_no_objects(line, message, tmp_path):
+    path = tmp_path / "gt.txt"
+    path.write_text("1,2,0,0,5,5,1\n" + line + "\n")
+    with pytest.raises(ValueError, match=re.escape(f"{path}:2: {message}")):
+        read_mot(path)
+
+
+def test_read_mot_of_a_binary_file_says_it_is_not_text(tmp_path):
+    path = tmp_path / "gt.txt"
+    path.write_bytes(bytes(range(128, 256)))
+    with pytest.raises(ValueError, match="is not a MOTChallenge text file"):
+        read_mot(path)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(frames=1), "`frames` must be >= 2 (objects live for half the sequence or more)"),
+    (dict(frames=2.5), "`frames` must be a positive integer; received 2.5"),
+    (dict(objects=0), "`objects` must be a positive integer; received 0"),
+    (dict(image_size=(640, 200)), "`image_size` must be at least (105, 261) (width, height)"),
+    (dict(max_speed=0.0), "`max_speed` must be >= 2; received 0"),
+    (dict(max_speed=float("nan")), "`max_speed` must be a finite number"),
+])
+def test_generate_sequence_bad_arguments_raise_value_error(arguments, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        generate_sequence(0, **arguments)
+    assert len(generate_sequence(0, frames=2, objects=1).ground_truth) > 0
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(miss_rate=2), "`miss_rate` must be in [0, 1]; received 2"),
+    (dict(hidden_fraction=-0.1), "`hidden_fraction` must be in [0, 1]"),
+    (dict(appearance_noise=-1), "`appearance_noise` must be >= 0; received -1"),
+    (dict(false_positives=float("inf")), "`false_positives` must be a finite number"),
+    (dict(feature_dim=0), "`feature_dim` must be a positive integer; received 0"),
+    (dict(lookalikes=1.5), "`lookalikes` must be a positive integer; received 1.5"),
+])
+def test_detector_model_bad_arguments_raise_value_error(arguments, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DetectorModel(**arguments)
+
+
+def test_train_similarity_network_refuses_no_sequences_and_non_finite_features():
+    from keras_relnet.tracking.experiment import train_similarity_network
+
+    with pytest.raises(ValueError, match="`sequences` must hold at least one"):
+        train_similarity_network([])
+    sequence = generate_sequence(0, frames=10, objects=2)
+    sequence.features[3, 1] = np.nan  # once trained silently to loss: nan
+    with pytest.raises(ValueError, match=r"`sequences\[0\]` has non-finite features \(1 values"):
+        train_similarity_network([sequence], epochs=1)

@@ -61,7 +61,22 @@ def train_similarity_network(sequences, epochs=20, repeats=2, batch_size=32,
     Returns:
         `(frame_model, history)`: the trained `similarity_network` and the
         `keras.callbacks.History`.
+
+    Raises:
+        ValueError: no sequences, or a sequence with non-finite features or
+            boxes (the tracker refuses such features; trained on them the
+            loss would be NaN).
     """
+    sequences = list(sequences)
+    if not sequences:
+        raise ValueError("`sequences` must hold at least one TrackingSequence; received none.")
+    for index, sequence in enumerate(sequences):
+        for what, values in (("features", sequence.features),
+                             ("detection boxes", sequence.detections.boxes)):
+            if not np.isfinite(values).all():
+                raise ValueError(f"`sequences[{index}]` has non-finite {what} "
+                                 f"({int(np.sum(~np.isfinite(values)))} values); the "
+                                 "similarity network trains on finite ones only.")
     keras.utils.set_random_seed(seed)
     network_options.setdefault("feature_dim", sequences[0].features.shape[1])
     model = similarity_network(**network_options)

@@ -106,7 +106,10 @@ def read_mot(path):
         A `MotTable`.
 
     Raises:
-        ValueError: a line with fewer than 6 numbers, naming the file and line.
+        ValueError: naming the file and line: a line with fewer than 6
+            numbers, a frame below 1 or not whole, an id not whole (-1 is
+            "unknown"), a box coordinate or score that is not finite, a
+            negative width or height; or a file that is not text.
 
     Example:
     >>> import tempfile, os
@@ -115,8 +118,12 @@ def read_mot(path):
     >>> read_mot(path).boxes.tolist()
     [[10.0, 20.0, 30.0, 40.0]]
     """
+    try:
+        text = pathlib.Path(path).read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a MOTChallenge text file (it is not text).") from None
     rows = []
-    for number, line in enumerate(pathlib.Path(path).read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -126,9 +133,26 @@ def read_mot(path):
         if len(values) < 6:
             raise ValueError(f"{path}:{number}: a MOTChallenge line needs at least 6 numbers "
                              f"(frame, id, left, top, width, height); received {line!r}.")
-        rows.append(values[:7] + [1.0] * (7 - len(values[:7])))
+        row = values[:7] + [1.0] * (7 - len(values[:7]))
+        problem = _row_problem(*row)
+        if problem:
+            raise ValueError(f"{path}:{number}: {problem}; received {line!r}.")
+        rows.append(row)
     table = np.asarray(rows, dtype=np.float64).reshape(-1, 7)
     return MotTable.from_rows(table[:, 0], table[:, 1], table[:, 2:6], table[:, 6])
+
+
+def _row_problem(frame, identity, left, top, width, height, score):
+    """What is wrong with one MOTChallenge row, or None."""
+    if not frame.is_integer() or frame < 1:
+        return f"the frame must be a whole number >= 1 (frames count from 1), not {frame:g}"
+    if not identity.is_integer():
+        return f"the id must be a whole number (-1: unknown), not {identity:g}"
+    if not np.isfinite([left, top, width, height, score]).all():
+        return "the box and score must be finite numbers"
+    if width < 0 or height < 0:
+        return f"the width and height must be >= 0, not {width:g} and {height:g}"
+    return None
 
 
 def write_mot(path, table):

@@ -47,6 +47,11 @@ class RelationTracker(OnlineTracker):
         self.model = model
         self.history = model.get_layer("temporal_relation").input[0].shape[-2]
         self.feature_dim = model.get_layer("spatial_relation").input[0].shape[-1]
+        if self.history < 2:
+            raise ValueError(f"`model` must have a history of at least 2 frames (a tracklet "
+                             f"that misses a frame still needs an observed one in its window); "
+                             f"this one has {self.history}. Build it with "
+                             f"similarity_network(history=2) or more.")
         if max_age is None:
             max_age = min(12, self.history - 1)
         super().__init__(match_threshold, max_age, birth_score)

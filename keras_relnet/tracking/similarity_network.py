@@ -70,6 +70,10 @@ def similarity_network(feature_dim=32, history=16, num_heads=4, relation_dim=32,
 
 def network_layers(model):
     """`(spatial, temporal, pairs)`: the three layers of a similarity network."""
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a similarity network (a keras.Model made by "
+                         f"similarity_network, or the path of one saved as .keras); "
+                         f"received {type(model).__name__}.")
     try:
         return tuple(model.get_layer(name) for name in _LAYER_NAMES)
     except ValueError as error:

@@ -14,7 +14,21 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 
+from keras_relnet.ops import checks
 from keras_relnet.tracking.mot_format import MotTable
+
+# The tallest generated box, in pixels; a box starts wholly inside the image.
+_TALLEST_BOX = 130.0
+_SLOWEST_SPEED = 2.0
+
+
+def _check_at_least(name, value, low, high=None):
+    """`value` as a float, refused unless finite and in [low, high]."""
+    value = checks.check_finite_number(name, value)
+    if value < low or (high is not None and value > high):
+        bound = f">= {low:g}" if high is None else f"in [{low:g}, {high:g}]"
+        raise ValueError(f"`{name}` must be {bound}; received {value:g}.")
+    return value
 
 
 class TrackingSequence(NamedTuple):
@@ -61,6 +75,14 @@ class DetectorModel:
     lookalikes: int = 3
     lookalike_spread: float = 0.5
 
+    def __post_init__(self):
+        checks.check_positive_int("feature_dim", self.feature_dim)
+        checks.check_positive_int("lookalikes", self.lookalikes)
+        for name in ("miss_rate", "hidden_fraction"):
+            _check_at_least(name, getattr(self, name), 0.0, 1.0)
+        for name in ("box_jitter", "false_positives", "appearance_noise", "lookalike_spread"):
+            _check_at_least(name, getattr(self, name), 0.0)
+
 
 def generate_sequence(seed, frames=80, objects=10, image_size=(640, 480), max_speed=9.0,
                       detector=DetectorModel()):
@@ -82,27 +104,44 @@ def generate_sequence(seed, frames=80, objects=10, image_size=(640, 480), max_sp
     Returns:
         A `TrackingSequence`.
 
+    Raises:
+        ValueError: fewer than 2 frames or 1 object (counts must be whole),
+            an image too small for the boxes (at least 105 x 261 pixels:
+            boxes are up to 130 pixels high), or `max_speed` below 2.
+
     Example:
     >>> sequence = generate_sequence(0, frames=20, objects=4)
     >>> sequence.features.shape[1], sequence.frames
     (32, 20)
     """
+    if checks.check_positive_int("frames", frames) < 2:
+        raise ValueError(f"`frames` must be >= 2 (objects live for half the sequence or "
+                         f"more); received {frames}.")
+    checks.check_positive_int("objects", objects)
+    width, height = (_check_at_least(f"image_size[{axis}]", size, 0.0)
+                     for axis, size in enumerate(image_size))
+    smallest = (int(0.8 * _TALLEST_BOX) + 1, int(2 * _TALLEST_BOX) + 1)
+    if width < smallest[0] or height < smallest[1]:
+        raise ValueError(f"`image_size` must be at least {smallest} (width, height) pixels: "
+                         f"boxes are up to {_TALLEST_BOX:g} pixels high and start inside "
+                         f"the image; received {tuple(image_size)}.")
+    _check_at_least("max_speed", max_speed, _SLOWEST_SPEED)
     rng = np.random.default_rng(seed)
-    width, height = image_size
     rows = []
     for identity in range(1, objects + 1):
         start = int(rng.integers(0, max(1, int(0.4 * frames))))
         stop = min(frames, start + int(rng.uniform(0.5, 1.0) * frames))
-        box_height = rng.uniform(60, 130)
+        box_height = rng.uniform(60, _TALLEST_BOX)
         size = np.array([0.4 * box_height, box_height])
         center = rng.uniform([size[0], size[1]], [width - size[0], height - size[1]])
         angle = rng.uniform(-0.5, 0.5) + rng.integers(0, 2) * np.pi
-        velocity = rng.uniform(2.0, max_speed) * np.array([np.cos(angle), np.sin(angle)])
+        velocity = rng.uniform(_SLOWEST_SPEED, max_speed) * np.array([np.cos(angle),
+                                                                      np.sin(angle)])
         for frame in range(start + 1, stop + 1):
             rows.append((frame, identity, *(center - size / 2), *size))
             velocity = velocity + rng.normal(0, 0.3, 2)
             speed = np.linalg.norm(velocity)
-            velocity *= np.clip(speed, 2.0, max_speed) / max(speed, 1e-9)
+            velocity *= np.clip(speed, _SLOWEST_SPEED, max_speed) / max(speed, 1e-9)
             center = center + velocity
             for axis, limit in enumerate((width, height)):
                 low, high = size[axis] / 2, limit - size[axis] / 2
