@@ -156,3 +156,16 @@ def test_imagenet_weights_are_refused_where_there_are_none():
     with pytest.raises(ValueError, match=r"ResNet-50 and ResNet-101 .*stage depths "
                                          r"\(2, 2, 2, 2\)"):
         ResNet26(weights="imagenet")
+
+
+def test_imagenet_weights_offline_say_where_keras_looks_for_them(monkeypatch):
+    from keras.src.utils import file_utils
+
+    def offline(fname, origin=None, *args, **kwargs):  # what get_file raises without a network
+        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -3] Temporary failure "
+                        "in name resolution")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(RuntimeError, match=r"needs Keras' ResNet50 ImageNet weights.*"
+                                           r"~/.keras/models.*URL fetch failure.*Offline, copy"):
+        GCResNet50(weights="imagenet")

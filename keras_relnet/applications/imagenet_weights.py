@@ -60,10 +60,21 @@ def load_imagenet_weights(model, stage_depths, include_top):
 
     Raises:
         ValueError: if a Keras layer has no counterpart in `model`.
+        RuntimeError: when the weights are not in Keras' cache and cannot be
+            downloaded (offline), saying where Keras looks for them.
     """
-    application = getattr(keras.applications, KERAS_RESNETS[tuple(stage_depths)])
-    reference = application(weights="imagenet", include_top=include_top,
-                            input_shape=tuple(model.input_shape[1:]))
+    name = KERAS_RESNETS[tuple(stage_depths)]
+    try:
+        reference = getattr(keras.applications, name)(
+            weights="imagenet", include_top=include_top, input_shape=tuple(model.input_shape[1:]))
+    except Exception as error:  # keras.utils.get_file raises a bare Exception offline
+        if "URL fetch failure" not in str(error):
+            raise
+        raise RuntimeError(
+            f"weights='imagenet' needs Keras' {name} ImageNet weights, which Keras downloads "
+            "once into its cache (~/.keras/models, or $KERAS_HOME/models) and reads from there "
+            f"afterwards; the download failed: {error}. Offline, copy that file into the "
+            "cache first, or pass weights=None.") from None
     copied = 0
     for layer in reference.layers:
         if not layer.weights:
