@@ -307,6 +307,14 @@ def test_runtimes_reject_inputs_of_another_shape(name, tmp_path):
         with pytest.raises(ValueError, match=r"input '\w+' of this artefact must "
                                              r"have shape \(None, 32, 32, 3\)"):
             run(np.zeros(wrong, "float32"))
+    # NumPy's default float64 and uint8 pixels are cast, as Keras casts them.
+    pixels = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3))
+    want = run(pixels.astype("float32"))
+    np.testing.assert_array_equal(run(pixels.astype("float64")), want)
+    np.testing.assert_array_equal(run(pixels.astype("uint8")), want)
+    with pytest.raises(ValueError, match=r"input '\w+' of this artefact must be float32; "
+                                         r"received str"):
+        run(np.full((1, 32, 32, 3), "a"))
 
 
 def test_failed_conversion_leaves_nothing(tmp_path):

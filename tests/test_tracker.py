@@ -504,3 +504,21 @@ def test_train_similarity_network_refuses_no_sequences_and_non_finite_features()
     sequence.features[3, 1] = np.nan  # once trained silently to loss: nan
     with pytest.raises(ValueError, match=r"`sequences\[0\]` has non-finite features \(1 values"):
         train_similarity_network([sequence], epochs=1)
+
+
+def test_thumbnail_features_refuse_a_non_finite_box_naming_its_row():
+    from keras_relnet.tracking.appearance import thumbnail_features
+
+    boxes = np.array([[0, 0, 10, 10], [1, np.nan, 5, 5]])
+    with pytest.raises(ValueError, match=r"`boxes` must be finite .* row 1 is \[1.0, nan"):
+        thumbnail_features(np.ones((20, 20, 3)), boxes)
+
+
+def test_track_eval_names_a_single_gt_file_by_its_folder(tmp_path, capsys, monkeypatch):
+    from keras_relnet.cli import main
+
+    (tmp_path / "SEQ-07").mkdir()
+    (tmp_path / "SEQ-07" / "gt.txt").write_text("\n".join(_tud_campus_lines()) + "\n")
+    monkeypatch.chdir(tmp_path / "SEQ-07")  # "gt.txt" alone once gave a blank name
+    assert main(["track-eval", "--ground-truth", "gt.txt", "--hypotheses", "gt.txt"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[0] == "SEQ-07"

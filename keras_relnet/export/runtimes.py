@@ -35,6 +35,9 @@ def load_exported(path):
         list of outputs in the model's order, as NumPy arrays. An input whose
         shape the artefact cannot take (another rank, or another size where
         the artefact's is fixed) raises a `ValueError` with both shapes.
+        Inputs of another numeric type are cast to the artefact's (NumPy's
+        float64 to float32, uint8 pixels to float), except floats to an
+        integer input, which is a `ValueError` naming both types.
 
     Example:
     >>> inputs = keras.Input((4,), name="pixels")
@@ -60,6 +63,7 @@ def load_exported(path):
         named = _named_inputs(inputs, runner.input_names, runner.ordered)
         for name, array in named.items():
             _check_shape(name, array.shape, runner.input_shapes[name])
+            named[name] = _cast(name, array, runner.input_dtypes[name])
         outputs = runner(named)
         return outputs[0] if len(outputs) == 1 else outputs
 
@@ -72,6 +76,25 @@ def _check_shape(name, shape, expected):
             want is not None and got != want for got, want in zip(shape, expected)):
         raise ValueError(f"input {name!r} of this artefact must have shape {tuple(expected)} "
                          f"(None: any size); received {tuple(shape)}.")
+
+
+def _cast(name, array, dtype):
+    """`array` as the artefact's input type `dtype` (see `load_exported`)."""
+    dtype = np.dtype(dtype)
+    if array.dtype == dtype:
+        return array
+    numeric = np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
+    if not numeric or (np.issubdtype(dtype, np.integer)
+                       and not np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"input {name!r} of this artefact must be {dtype.name}; received "
+                         f"{array.dtype.name}.")
+    return array.astype(dtype)
+
+
+# onnxruntime's names of the element types an exported model's inputs take.
+_ONNX_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+               "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+               "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
 
 
 def _dims(sizes):
@@ -192,6 +215,7 @@ class _SavedModelRunner:
         signature = self.loaded.serve.input_signature
         self.input_names = [spec.name for spec in signature]
         self.input_shapes = {spec.name: tuple(spec.shape.as_list()) for spec in signature}
+        self.input_dtypes = {spec.name: spec.dtype.as_numpy_dtype for spec in signature}
 
     def __call__(self, named):
         outputs = self.loaded.serve(*(named[name] for name in self.input_names))
@@ -210,6 +234,7 @@ class _TFLiteRunner:
         self.input_names = list(details)
         self.input_shapes = {name: _dims(detail["shape_signature"])
                              for name, detail in details.items()}
+        self.input_dtypes = {name: detail["dtype"] for name, detail in details.items()}
 
     def __call__(self, named):
         outputs = self.runner(**named)
@@ -228,6 +253,7 @@ class _OnnxRunner:
         inputs = self.session.get_inputs()
         self.input_names = [spec.name for spec in inputs]
         self.input_shapes = {spec.name: _dims(spec.shape) for spec in inputs}
+        self.input_dtypes = {spec.name: _ONNX_TYPES[spec.type] for spec in inputs}
 
     def __call__(self, named):
         return self.session.run(None, named)

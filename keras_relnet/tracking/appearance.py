@@ -20,6 +20,10 @@ def thumbnail_features(image, boxes, size=(8, 4)):
         `[N, size[0] * size[1] * C]` float32, each row of unit length, the
         mean colour of the thumbnail removed.
 
+    Raises:
+        ValueError: an image that is not `[H, W, C]`, or a box that is not
+            finite (naming its row).
+
     Example:
     >>> thumbnail_features(np.ones((20, 20, 3)), np.array([[0, 0, 10, 10]]), (2, 2)).shape
     (1, 12)
@@ -29,6 +33,11 @@ def thumbnail_features(image, boxes, size=(8, 4)):
         raise ValueError(f"`image` must be [height, width, channels]; received shape "
                          f"{image.shape}.")
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    finite = np.isfinite(boxes).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise ValueError(f"`boxes` must be finite (left, top, width, height) rows; row {row} "
+                         f"is {boxes[row].tolist()}.")
     height, width = image.shape[:2]
     corners = np.stack([boxes[:, 1] / height, boxes[:, 0] / width,
                         (boxes[:, 1] + boxes[:, 3]) / height,

@@ -65,6 +65,7 @@ def sequence_name(path):
     >>> sequence_name(pathlib.Path("MOT17-02/gt/gt.txt")), sequence_name(pathlib.Path("a.txt"))
     ('MOT17-02', 'a')
     """
+    path = path.resolve()  # "gt.txt" alone has an empty parent name
     if path.stem != "gt":
         return path.stem
     return path.parent.parent.name if path.parent.name == "gt" else path.parent.name
