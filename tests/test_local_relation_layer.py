@@ -192,3 +192,14 @@ def test_bad_constructor_arguments_raise_value_error(options, message):
 def test_bad_input_shapes_raise_value_error(shape, message):
     with pytest.raises(ValueError, match=message):
         LocalRelation2D(channels_per_group=8).build(shape)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "uint8", "bool"])
+def test_integer_inputs_are_one_clear_error(dtype):
+    # Once a raw Conv2D dtype error from deep inside.
+    from keras_relnet.layers import GlobalContext
+
+    for layer in (LocalRelation2D(kernel_size=3, channels_per_group=8), GlobalContext()):
+        with pytest.raises(ValueError, match=f"`inputs` of {type(layer).__name__} must be "
+                                             f"floating point; received {dtype}"):
+            layer(np.zeros((1, 8, 8, 16), dtype))

@@ -108,6 +108,11 @@ class ImageFamilyLayer(FamilyFront, ImageLayer):
 
     def family_forward(self, inputs):
         """`(outputs, attention or None)` of the family's forward."""
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        if not keras.backend.is_float_dtype(dtype):  # Keras casts floats only
+            raise ValueError(f"`inputs` of {type(self).__name__} must be floating point; "
+                             f"received {dtype}. Cast them first (keras.ops.cast, or a "
+                             "Rescaling layer for integer pixels).")
         outputs = self.family.forward(self.to_nhwc(inputs), self.family_weights, self.options)
         outputs, attention = outputs if isinstance(outputs, tuple) else (outputs, None)
         return self.from_nhwc(outputs), attention
