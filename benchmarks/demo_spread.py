@@ -14,7 +14,7 @@ finish sooner on a small model that two threads barely speed up (a run's
 numbers do not change: the thread count each process uses does not), and the
 table reads every shard's file.
 
-`--one-epoch` instead trains one epoch of seed 0 per configuration and prints
+`--table-only` prints the table of what is recorded. `--one-epoch` instead trains one epoch of seed 0 per configuration and prints
 how far the weights of each are from the best level's: what the levels and
 the reference path differ by (rounding only, not a different training).
 
@@ -92,16 +92,16 @@ def spread_rows(runs):
                    for report in reports]
         return {
             "accuracy": [run["accuracy"] for run in selected],
-            "float32 max |d|": float32,
-            "float16 max |d|": [report["max_difference"] for report in float16],
-            "float16 clear max |d|": [report["clear_max_difference"] for report in float16],
-            "float16 mean |d|": [report["mean_difference"] for report in float16],
+            "float32 max diff": float32,
+            "float16 max diff": [report["max_difference"] for report in float16],
+            "float16 clear max diff": [report["clear_max_difference"] for report in float16],
+            "float16 mean diff": [report["mean_difference"] for report in float16],
             "float16 clear agreement": [report["clear_agreement"] for report in float16],
             "int8 agreement": [report["agreement"] for report in int8],
             "int8 clear agreement": [report["clear_agreement"] for report in int8],
             "int8 accuracy drop": [report["keras_accuracy"] - report["accuracy"]
                                    for report in int8],
-            "int8 mean |d|": [report["mean_difference"] for report in int8],
+            "int8 mean diff": [report["mean_difference"] for report in int8],
             "clear digits": [report["clear_fraction"] for report in int8],
             "failed runs": [float(bool(run_failures(run))) for run in selected],
         }
@@ -115,34 +115,40 @@ def spread_rows(runs):
 # The criterion each number is held to: (bound, True when the bound is a minimum).
 CRITERIA = {
     "accuracy": (digits_checks.TARGET_ACCURACY, True),
-    "float32 max |d|": (digits_checks.FLOAT32_TOLERANCE, False),
-    "float16 clear max |d|": (digits_checks.FLOAT16_CLEAR_TOLERANCE, False),
-    "float16 mean |d|": (digits_checks.FLOAT16_MEAN_DIFFERENCE, False),
+    "float32 max diff": (digits_checks.FLOAT32_TOLERANCE, False),
+    "float16 clear max diff": (digits_checks.FLOAT16_CLEAR_TOLERANCE, False),
+    "float16 mean diff": (digits_checks.FLOAT16_MEAN_DIFFERENCE, False),
     "int8 clear agreement": (digits_checks.INT8_CLEAR_AGREEMENT, True),
     "int8 accuracy drop": (digits_checks.INT8_ACCURACY_DROP, False),
-    "int8 mean |d|": (digits_checks.INT8_MEAN_DIFFERENCE, False),
+    "int8 mean diff": (digits_checks.INT8_MEAN_DIFFERENCE, False),
 }
 
 
-def print_spread(runs):
+def spread_table(runs):
+    """The table's lines as Markdown: a row per checked number, a column per
+    configuration (and all runs) with min / median / max, the criterion and
+    the worst run over the bound (>= 1 passes a minimum, <= 1 a maximum)."""
     rows = spread_rows(runs)
-    print(f"\n{'number':22s} " + " ".join(f"{name:>26s}" for name, _, _ in rows)
-          + f" {'criterion':>12s} {'worst / bound':>13s}")
-    print(f"{'runs':22s} " + " ".join(f"{count:>26d}" for _, count, _ in rows))
+    lines = ["| number | " + " | ".join(f"{name} ({count} runs)" for name, count, _ in rows)
+             + " | criterion | worst / bound |",
+             "|---" * (len(rows) + 3) + "|"]
     for number in rows[0][2]:
-        cells = []
-        for _, _, values in rows:
-            low, middle, high = np.min(values[number]), np.median(values[number]), np.max(
-                values[number])
-            cells.append(f"{low:8.3g} {middle:8.3g} {high:8.3g}")
-        line = f"{number:22s} " + " ".join(f"{cell:>26s}" for cell in cells)
+        cells = [" / ".join(f"{statistic(values[number]):.3g}"
+                            for statistic in (np.min, np.median, np.max))
+                 for _, _, values in rows]
+        criterion = worst = ""
         if number in CRITERIA:
             bound, minimum = CRITERIA[number]
-            worst = min(rows[-1][2][number]) if minimum else max(rows[-1][2][number])
-            line += f" {('>= ' if minimum else '<= ') + format(bound, 'g'):>12s}"
-            line += f" {worst / bound:13.3f}"
-        print(line)
-    print("(each cell: min median max over the runs)")
+            everything = rows[-1][2][number]
+            criterion = f"{'>=' if minimum else '<='} {bound:g}"
+            worst = f"{(min(everything) if minimum else max(everything)) / bound:.3f}"
+        lines.append(f"| {number} | " + " | ".join(cells) + f" | {criterion} | {worst} |")
+    return lines
+
+
+def print_spread(runs):
+    print("\n" + "\n".join(spread_table(runs)))
+    print("(each cell: min / median / max over the runs)")
 
 
 def print_one_epoch(directory):
@@ -182,7 +188,12 @@ def main():
     parser.add_argument("--results", default="build/demo_spread.jsonl")
     parser.add_argument("--one-epoch", action="store_true")
     parser.add_argument("--shard", default="0/1", help="K/N: run every N-th run, from the K-th")
+    parser.add_argument("--table-only", action="store_true",
+                        help="print the table of the recorded runs; run nothing")
     args = parser.parse_args()
+    if args.table_only:
+        print_spread(recorded_runs(pathlib.Path(args.results)))
+        return 0
     if args.one_epoch:
         with tempfile.TemporaryDirectory() as directory:
             print_one_epoch(directory)

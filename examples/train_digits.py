@@ -104,7 +104,8 @@ def check_artefact(path, precision, want, x_val, y_val):
 
 def check_exports(model, directory, x_train, x_val, y_val):
     """Exports `model` in every `EXPORTS` form and checks each on the
-    validation digits; prints a line each. Returns `(reports, failures)`."""
+    validation digits; prints a line each. Returns `(Keras' outputs, reports
+    by artefact, failures)`."""
     want = model.predict(x_val, verbose=0)
     reports, failures = {}, []
     print(f"\n{'artefact':32s} {'MB':>6s}  parity on {len(x_val)} validation digits")
@@ -131,10 +132,10 @@ def check_exports(model, directory, x_train, x_val, y_val):
     return want, reports, failures
 
 
-def check_mutations(model, directory, x_train, x_val, y_val):
+def check_mutations(model, directory, x_train, want, x_val, y_val):
     """Makes each broken export of `digits_mutations` and checks it like the
-    real ones; returns the failures (a mutation that passes the checks)."""
-    want = model.predict(x_val, verbose=0)
+    real ones (against Keras' outputs `want`); returns the failures (a
+    mutation that passes the checks)."""
     mutants = (
         ("int8 calibrated on zeros", "int8",
          lambda: digits_mutations.calibrated_on_zeros(model, directory, x_train)),
@@ -207,7 +208,7 @@ def main():
     if abs(restored_accuracy - accuracy) > 1e-6:
         failures.append(f"reloaded accuracy {restored_accuracy:.4f} != {accuracy:.4f}")
     if not args.skip_mutations:
-        failures += check_mutations(model, directory, x_train, x_val, y_val)
+        failures += check_mutations(model, directory, x_train, want, x_val, y_val)
     if args.metrics:  # with every output, so criteria can be chosen again from them
         outputs = {name: report.pop("outputs").tolist() for name, report in reports.items()}
         pathlib.Path(args.metrics).write_text(json.dumps({
