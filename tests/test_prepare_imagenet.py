@@ -170,3 +170,15 @@ def test_prepare_imagenet_output_that_is_a_file_is_one_clear_error(tmp_path, cap
     assert exit_info.value.code == 2
     assert f"`output` {tmp_path / 'existing_file'} is a file" in capsys.readouterr().err
     assert (tmp_path / "existing_file").read_text() == "keep me"
+
+
+def test_train_imagenet_on_a_root_of_class_folders_says_to_prepare_it(tmp_path, capsys):
+    # A root of <class>/ folders, which prepare-imagenet accepts, once got only
+    # "holds no train shards".
+    (tmp_path / "flowers" / "rose").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "flowers" / "rose" / "a.jpg")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train-imagenet", "--model", "lrnet26", "--data-dir", str(tmp_path / "flowers"),
+              "--model-dir", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    assert "keras-relnet prepare-imagenet --source" in capsys.readouterr().err

@@ -47,6 +47,18 @@ class ShardError(ValueError):
     """A data directory, shard or record that cannot be read as ImageNet data."""
 
 
+def _holds_class_folders(data_dir):
+    """Whether a sub-folder of `data_dir` holds image files (a <class>/ root)."""
+    from keras_relnet.data.folders import IMAGE_SUFFIXES  # folders imports this module
+
+    for name in tf.io.gfile.listdir(data_dir):
+        folder = os.path.join(data_dir, name)
+        if tf.io.gfile.isdir(folder) and any(
+                file.lower().endswith(IMAGE_SUFFIXES) for file in tf.io.gfile.listdir(folder)):
+            return True
+    return False
+
+
 def find_shards(data_dir, split, layout="tfrecord"):
     """The sorted shard files of `split` in `data_dir`.
 
@@ -87,9 +99,11 @@ def find_shards(data_dir, split, layout="tfrecord"):
         if files:
             newest = max(os.path.dirname(path) for path in files)
             return sorted(path for path in files if os.path.dirname(path) == newest)
-    if any(tf.io.gfile.isdir(os.path.join(data_dir, name)) for name in ("train", "val")):
+    if any(tf.io.gfile.isdir(os.path.join(data_dir, name)) for name in ("train", "val")) or \
+            _holds_class_folders(data_dir):
         raise ShardError(
-            f"`data_dir` {data_dir} holds image folders (train/<class>/...), not TFRecord "
+            f"`data_dir` {data_dir} holds image folders (train/<class>/... or <class>/...), "
+            "not TFRecord "
             "shards: convert them once with `keras-relnet prepare-imagenet --source "
             f"{data_dir} --output SHARD_DIR` and pass SHARD_DIR as the data directory."
         )
