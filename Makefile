@@ -6,10 +6,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo track test test-packaging test-slow bench install ops wheel cuda-harness cuda-emulation clean
+.PHONY: demo demo-spread track test test-packaging test-slow bench install ops wheel cuda-harness cuda-emulation clean
 
 demo: $(INSTALLED)
 	$(PY) examples/train_digits.py
+
+# The demo over seeds 0-9 on every kernel CPU level and on the reference path
+# (docs/benchmarks.md, "The demo"; about 90 s a run, resumable).
+demo-spread: $(INSTALLED)
+	$(PY) benchmarks/demo_spread.py
 
 # The tracking example: train the spatial-temporal similarity on generated
 # sequences, compare with IoU and Kalman + IoU trackers, export, draw.
