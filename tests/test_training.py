@@ -269,6 +269,20 @@ def test_command_line_trains_resumes_and_evaluates(shard_dir, tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "last.keras"), *arguments]) == 0
     results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert results["examples"] == 24 and results["top1"] == pytest.approx(final["val_top1"])
+    # Rerunning the finished run says so (it once printed "{}").
+    assert main(train) == 0
+    assert "has already trained all 1 epochs; nothing to do" in capsys.readouterr().out
+
+
+def test_every_train_imagenet_option_has_help_and_says_its_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["train-imagenet", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("--epochs EPOCHS epochs of the schedule (default: 100)",
+                  "--classes CLASSES classifier size (default: 1000)",
+                  "--seed SEED seed of the weights, the shuffling and the augmentations "
+                  "(default: 0)"):
+        assert shown in text
 
 
 @pytest.mark.parametrize("arguments, message", [
