@@ -176,8 +176,12 @@ def print_one_epoch(directory):
 def recorded_runs(results):
     """The runs recorded in `results` and in its shards' files."""
     files = [results, *sorted(results.parent.glob(f"{results.stem}.*-of-*{results.suffix}"))]
-    return [json.loads(line) for path in files if path.exists()
-            for line in path.read_text().splitlines()]
+    runs = {}
+    for path in files:
+        for line in path.read_text().splitlines() if path.exists() else []:
+            run = json.loads(line)
+            runs.setdefault((run["name"], run["seed"]), run)  # shards may meet at one run
+    return list(runs.values())
 
 
 def main():
@@ -188,6 +192,8 @@ def main():
     parser.add_argument("--results", default="build/demo_spread.jsonl")
     parser.add_argument("--one-epoch", action="store_true")
     parser.add_argument("--shard", default="0/1", help="K/N: run every N-th run, from the K-th")
+    parser.add_argument("--reverse", action="store_true",
+                        help="take the shard's runs last seed first (a helper for a slower shard)")
     parser.add_argument("--table-only", action="store_true",
                         help="print the table of the recorded runs; run nothing")
     args = parser.parse_args()
@@ -200,17 +206,18 @@ def main():
         return 0
     shard, shards = (int(part) for part in args.shard.split("/"))
     results = pathlib.Path(args.results)
-    if shards > 1:
-        results = results.with_name(f"{results.stem}.{shard}-of-{shards}{results.suffix}")
+    if shards > 1 or args.reverse:
+        tail = "-reverse" if args.reverse else ""
+        results = results.with_name(f"{results.stem}.{shard}-of-{shards}{tail}{results.suffix}")
     results.parent.mkdir(parents=True, exist_ok=True)
-    runs = recorded_runs(pathlib.Path(args.results))
-    done = {(run["name"], run["seed"]) for run in runs}
     with tempfile.TemporaryDirectory() as directory:
         reference_seeds = args.seeds if args.reference_seeds is None else args.reference_seeds
         planned = [(seed, configuration) for seed in range(args.seeds)
                    for configuration in configurations(seed < reference_seeds)]
-        for seed, (name, environment, arguments) in planned[shard::shards]:
-            if (name, seed) in done:
+        mine = planned[shard::shards]
+        for seed, (name, environment, arguments) in mine[::-1] if args.reverse else mine:
+            if (name, seed) in {(run["name"], run["seed"])
+                                for run in recorded_runs(pathlib.Path(args.results))}:
                 continue
             run = run_demo(name, environment, arguments, seed, directory)
             failures = run_failures(run)

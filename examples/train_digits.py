@@ -9,7 +9,7 @@ reloaded and re-evaluated, and the reloaded model must give the same
 accuracy. It is then exported to TFLite (float32, float16, full int8) and
 ONNX; each artefact runs on the validation digits and is held to the criteria
 of `digits_checks.py`: float32 within 1e-4 of Keras; float16 within 2e-2 on the
-clear digits (Keras' top-1 ahead by 0.5) and 1e-3 on average; int8 agreeing
+clear digits (Keras' top-1 ahead by 0.8) and 1e-3 on average; int8 agreeing
 with Keras' top-1 on >= 99% of the clear digits, within 3 points of its
 accuracy and within 1e-2 on average. Last, three broken exports
 (`digits_mutations.py`) must each fail those checks.
