@@ -32,6 +32,17 @@ INT8_ACCURACY_DROP = 0.03
 INT8_MEAN_DIFFERENCE = 1e-2
 
 
+def accuracy(probabilities, labels):
+    """The share of `labels` that are the top-1 of `probabilities`, exactly:
+    Keras' float32 metric reports 342 of 360 as 0.94999999, below 0.95.
+
+    Example:
+    >>> accuracy(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0, 0]))
+    0.5
+    """
+    return float(np.mean(np.asarray(probabilities).argmax(-1) == np.asarray(labels)))
+
+
 def parity_report(got, want, labels):
     """How an artefact's outputs compare with Keras' on the same digits.
 
@@ -66,8 +77,8 @@ def parity_report(got, want, labels):
         "agreement": float(same.mean()),
         "clear_agreement": float(same[clear].mean()) if clear.any() else 0.0,
         "clear_fraction": float(clear.mean()),
-        "accuracy": float(np.mean(got.argmax(-1) == labels)),
-        "keras_accuracy": float(np.mean(want.argmax(-1) == labels)),
+        "accuracy": accuracy(got, labels),
+        "keras_accuracy": accuracy(want, labels),
     }
 
 
